@@ -1,0 +1,176 @@
+"""nlc-screen: the command line, a thin layer over the ``screening`` library.
+
+Exit codes: 0 success; 1 a fatal problem (unreadable input, invalid rules, an audit that does not
+match); 2 a usage error; 3 ``screen`` finished but some records could not be read (their rows are
+``error`` rows).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+
+import screening
+from screening import audit as audit_mod
+from screening.io import FORMATS, read_records
+from screening.output import OUTPUT_FORMATS, RowWriter
+
+EXIT_RECORD_ERRORS = 3
+
+rules_option = click.option(
+    "--rules", "rules_spec", default="paper-2024", show_default=True, metavar="NAME|PATH",
+    help="Criteria set: a shipped name (paper-2024, registry-2023), NAME@VERSION, or a YAML file.")
+
+
+def _load(rules_spec: str) -> screening.Ruleset:
+    try:
+        return screening.load_ruleset(rules_spec)
+    except screening.ScreeningError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nlc-screen")
+def main() -> None:
+    """Eligibility screening for the vitamin K2 nocturnal leg cramps trial (NCT05547750).
+
+    Every decision says eligible, excluded or undetermined, why (criterion by criterion), what to
+    ask next, and in which CONSORT box the candidate lands.
+    """
+
+
+def _progress(rows: Iterator[dict[str, Any]], enabled: bool) -> Iterator[dict[str, Any]]:
+    if not enabled:
+        yield from rows
+        return
+    from tqdm import tqdm
+
+    with tqdm(rows, unit=" records", file=sys.stderr, mininterval=0.5, leave=False) as bar:
+        yield from bar
+
+
+@main.command()
+@click.argument("source", type=click.File("r", encoding="utf-8-sig"), metavar="PATH|-")
+@rules_option
+@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default="text", show_default=True,
+              help="text: an explanation for a screener; json / jsonl / csv: one row per record.")
+@click.option("--input-format", type=click.Choice(FORMATS), default=None,
+              help="Input format; by default taken from the file name, else from the content.")
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
+              help="Where to write the decisions (default: standard output).")
+@click.option("--include-record", is_flag=True, help="Add the validated input record to every decision.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes to screen with; the output is the same for any number.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
+def screen(source: IO[str], rules_spec: str, fmt: str, input_format: str | None, output: IO[str],
+           include_record: bool, workers: int, progress: bool | None) -> None:
+    """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
+
+    Writes one decision per input record, in input order. A record that cannot be read becomes an
+    `error` row naming its line (or index) and field; the others go on, and the exit code is 3.
+
+    Example:
+
+        nlc-screen screen fixtures/figure1/candidates.jsonl --format jsonl | nlc-screen audit - --expect figure1
+    """
+    ruleset = _load(rules_spec)
+    name = None if source.name in ("-", "<stdin>") else source.name
+    try:
+        items = read_records(source, input_format, name=name)
+        if workers > 1:
+            from screening.scale import screen_parallel
+            rows = screen_parallel(items, ruleset, workers=workers, include_record=include_record)
+        else:
+            rows = screening.screen_items(items, ruleset, include_record=include_record)
+        writer = RowWriter(output, fmt, ruleset)
+        errors = 0
+        show = sys.stderr.isatty() if progress is None else progress
+        for row in _progress(rows, show):
+            if row["decision"] == "error":
+                errors += 1
+            writer.write(row)
+        writer.close()
+    except screening.ScreeningError as exc:
+        raise click.ClickException(str(exc)) from None
+    if errors:
+        click.echo(f"{errors} record(s) could not be read; see their error rows.", err=True)
+        sys.exit(EXIT_RECORD_ERRORS)
+
+
+@main.command()
+@click.argument("decisions", type=click.File("r", encoding="utf-8-sig"), metavar="DECISIONS|-")
+@click.option("--rules", "rules_spec", default=None, metavar="NAME|PATH",
+              help="Criteria set the decisions were made with (default: the one stamped on them).")
+@click.option("--expect", default=None, metavar="NAME|PATH",
+              help="Compare with an expected flow (figure1: the paper's Figure 1); exit 1 on any difference.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def audit(decisions: IO[str], rules_spec: str | None, expect: str | None, fmt: str) -> None:
+    """Count decisions into the CONSORT enrollment boxes and check the arithmetic.
+
+    Reads `nlc-screen screen` output (JSON Lines or a JSON array). Exits 1 when the arithmetic does
+    not hold or, with --expect, when any count differs.
+
+    Example:
+
+        nlc-screen audit decisions.jsonl --expect figure1
+    """
+    try:
+        rows = list(audit_mod.read_rows(decisions, name=decisions.name))
+        if rules_spec is None:
+            stamp = next((r["ruleset"] for r in rows if isinstance(r.get("ruleset"), dict)), None)
+            rules_spec = f"{stamp['name']}@{stamp['version']}" if stamp else "paper-2024"
+        ruleset = _load(rules_spec)
+        counts = audit_mod.count(rows, ruleset)
+        expected = audit_mod.load_expectation(expect) if expect else None
+        diffs = audit_mod.compare(counts, expected) if expected else []
+    except screening.ScreeningError as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        report = counts.to_dict()
+        if expected is not None:
+            report["expected"] = {"name": expected.get("name"), "differences": [
+                {"box": b, "expected": w, "actual": h} for b, w, h in diffs]}
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        click.echo(audit_mod.render(counts, expected), nl=False)
+    if diffs or counts.arithmetic():
+        sys.exit(1)
+
+
+@main.command()
+@rules_option
+@click.option("--check", is_flag=True, help="Only load and validate the criteria set.")
+@click.option("--list", "list_sets", is_flag=True, help="List the shipped criteria sets and versions.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def rules(rules_spec: str, check: bool, list_sets: bool, fmt: str) -> None:
+    """Print the criteria of a set as a readable table (or validate it with --check)."""
+    if list_sets:
+        for name, versions in sorted(screening.available_rulesets().items()):
+            click.echo(f"{name}: {', '.join(v for v, _ in versions)}")
+        return
+    ruleset = _load(rules_spec)
+    if check:
+        click.echo(f"{ruleset.path}: {ruleset.name} {ruleset.version} is valid "
+                   f"({len(ruleset.criteria)} criteria, {len(ruleset.flat_rules)} rules, sha256 {ruleset.sha256})")
+        return
+    from screening.describe import ruleset_json, ruleset_table
+
+    if fmt == "json":
+        click.echo(json.dumps(ruleset_json(ruleset), indent=2, ensure_ascii=False))
+    else:
+        click.echo(ruleset_table(ruleset), nl=False)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the v1 candidate intake record."""
+    click.echo(json.dumps(screening.record_json_schema(), indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

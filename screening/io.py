@@ -1,0 +1,286 @@
+"""Reading candidate records and writing decision rows: JSON, JSON Lines, CSV, text. Streaming.
+
+Readers yield :class:`Item` objects — one per input record, each with its position (``line 17``,
+``index 3``) and its raw JSON text — and never stop a batch for one bad record: a line that is not
+JSON becomes an ``Item`` with an ``error``. Memory stays flat: JSON Lines and CSV are read line by
+line, a JSON array element by element.
+
+CSV input: one row per candidate, columns named by record field paths (``candidate_id``,
+``screening_start``, ``diary.nights_recorded``, ``conditions.hypothyroidism``,
+``nlc_assessment.differentials.restless_legs`` …). An empty cell is unknown. ``true``/``false`` for
+booleans, whole numbers for integers. The list fields ``diary.episodes`` and ``medications`` hold
+JSON text (an array of objects). See docs/csv.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from .errors import CandidateRecordError, FieldProblem, InputFormatError, did_you_mean
+from .record import field_paths
+
+FORMATS = ("json", "jsonl", "csv")
+_CHUNK = 1 << 16
+
+
+@dataclass
+class Item:
+    """One input record: where it was, and its JSON text (or why it could not be read)."""
+
+    position: str
+    text: str | None = None
+    error: CandidateRecordError | None = None
+
+
+def detect_format(name: str | None, head: str) -> str:
+    """Guess the input format from a file name, else from the first characters."""
+    if name:
+        low = name.lower()
+        for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".csv", "csv")):
+            if low.endswith(suffix):
+                return fmt
+    stripped = head.lstrip("\ufeff \t\r\n")
+    if stripped.startswith("["):
+        return "json"
+    if stripped.startswith("{"):
+        first_line = stripped.split("\n", 1)[0]
+        try:
+            json.loads(first_line)
+            return "jsonl"
+        except ValueError:
+            return "json"
+    return "csv"
+
+
+def read_records(stream: IO[str], fmt: str | None = None, *, name: str | None = None) -> Iterator[Item]:
+    """Yield one :class:`Item` per record in a text stream (format given, or detected).
+
+    :raises InputFormatError: the format is unknown or the whole input is unreadable.
+    """
+    head = ""
+    if fmt is None:
+        head = stream.read(_CHUNK)
+        fmt = detect_format(name, head)
+    if fmt not in FORMATS:
+        raise InputFormatError(f"unknown input format {fmt!r}{did_you_mean(fmt, FORMATS)}; use one of {', '.join(FORMATS)}")
+    source = _Rewound(head, stream)
+    if fmt == "jsonl":
+        return _read_jsonl(source)
+    if fmt == "csv":
+        return _read_csv(source)
+    return _read_json(source)
+
+
+class _Rewound(io.TextIOBase):
+    """A text stream with already-read characters put back in front."""
+
+    def __init__(self, head: str, stream: IO[str]) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, size: int | None = -1) -> str:
+        if self._head:
+            if size is None or size < 0:
+                out, self._head = self._head + self._stream.read(), ""
+                return out
+            out, self._head = self._head[:size], self._head[size:]
+            return out
+        return self._stream.read(-1 if size is None else size)
+
+    def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
+        if self._head:
+            nl = self._head.find("\n")
+            if nl >= 0:
+                out, self._head = self._head[:nl + 1], self._head[nl + 1:]
+                return out
+            out, self._head = self._head, ""
+            return out + self._stream.readline()
+        return self._stream.readline()
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+
+def _read_jsonl(stream: _Rewound) -> Iterator[Item]:
+    for number, line in enumerate(stream, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        if not text.startswith("{"):
+            what = "a JSON array (one record per line, please)" if text.startswith("[") else "a JSON object"
+            yield Item(f"line {number}", error=CandidateRecordError([FieldProblem("", f"not {what}")],
+                                                                     position=f"line {number}"))
+            continue
+        yield Item(f"line {number}", text)
+
+
+def _read_json(stream: _Rewound) -> Iterator[Item]:
+    decoder = json.JSONDecoder()
+    buf = stream.read(_CHUNK)
+    pos = 0
+    while pos < len(buf) and buf[pos] in "\ufeff \t\r\n":
+        pos += 1
+    if pos >= len(buf):
+        return
+    if buf[pos] == "{":  # one record
+        text = buf[pos:] + stream.read()
+        yield Item("record 1", text)
+        return
+    if buf[pos] != "[":
+        yield Item("index 0", error=CandidateRecordError([FieldProblem("", "input is neither a JSON object nor a JSON array")],
+                                                          position="start of input"))
+        return
+    pos += 1
+    index = 0
+    expect_comma = False
+    while True:
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n":
+                pos += 1
+            if pos < len(buf):
+                break
+            more = stream.read(_CHUNK)
+            if not more:
+                yield Item(f"index {index}", error=CandidateRecordError(
+                    [FieldProblem("", "the JSON array is not closed (input ends early)")], position=f"index {index}"))
+                return
+            buf, pos = buf[pos:] + more, 0
+        ch = buf[pos]
+        if ch == "]":
+            return
+        if expect_comma:
+            if ch != ",":
+                yield Item(f"index {index}", error=CandidateRecordError(
+                    [FieldProblem("", "not valid JSON (expected ',' between array elements); the rest of the input cannot be read")],
+                    position=f"index {index}"))
+                return
+            pos += 1
+            expect_comma = False
+            continue
+        while True:
+            try:
+                value, end = decoder.raw_decode(buf, pos)
+                break
+            except json.JSONDecodeError:
+                more = stream.read(_CHUNK)
+                if not more:
+                    yield Item(f"index {index}", error=CandidateRecordError(
+                        [FieldProblem("", "not valid JSON; the rest of the input cannot be read")], position=f"index {index}"))
+                    return
+                buf, pos = buf[pos:] + more, 0
+        if isinstance(value, dict):
+            yield Item(f"index {index}", buf[pos:end])
+        else:
+            yield Item(f"index {index}", error=CandidateRecordError([FieldProblem("", "not a JSON object")],
+                                                                     position=f"index {index}"))
+        index += 1
+        pos = end
+        expect_comma = True
+        if pos > _CHUNK:
+            buf, pos = buf[pos:], 0
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV
+
+_BOOL_COLUMNS = {"medication_history_taken", "nlc_assessment.confirmed", "conditions.liver_cirrhosis_ascites_paracentesis"}
+_INT_COLUMNS = {"diary.nights_recorded"}
+_JSON_COLUMNS = {"diary.episodes", "medications"}
+
+
+def csv_columns() -> list[str]:
+    """The CSV input columns: every record field path that holds a value (not a nested object)."""
+    containers = {"diary", "nlc_assessment", "nlc_assessment.differentials", "conditions"}
+    return [p for p in field_paths() if p not in containers]
+
+
+def _read_csv(stream: _Rewound) -> Iterator[Item]:
+    reader = csv.reader(stream)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise InputFormatError(f"CSV header cannot be read: {exc}") from None
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    known = set(csv_columns())
+    unknown = [h for h in header if h and h not in known]
+    if unknown:
+        raise InputFormatError("CSV header: " + "; ".join(
+            f"unknown column {h!r}{did_you_mean(h, known)}" for h in unknown))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line = reader.line_num
+            yield Item(f"line {line}", error=CandidateRecordError([FieldProblem("", f"not valid CSV: {exc}")],
+                                                                   position=f"line {line}"))
+            continue
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        position = f"line {line}"
+        if len(row) != len(header):
+            yield Item(position, error=CandidateRecordError(
+                [FieldProblem("", f"has {len(row)} cells; the header has {len(header)}")], position=position))
+            continue
+        record: dict[str, Any] = {}
+        problems: list[FieldProblem] = []
+        for column, cell in zip(header, row):
+            cell = cell.strip()
+            if not column or cell == "":
+                continue
+            try:
+                value = _csv_value(column, cell)
+            except ValueError as exc:
+                problems.append(FieldProblem(column, str(exc)))
+                continue
+            target = record
+            parts = column.split(".")
+            for part in parts[:-1]:
+                target = target.setdefault(part, {})
+            target[parts[-1]] = value
+        if problems:
+            cid = record.get("candidate_id") if isinstance(record.get("candidate_id"), str) else None
+            yield Item(position, error=CandidateRecordError(problems, position=position, candidate_id=cid))
+            continue
+        yield Item(position, json.dumps(record, ensure_ascii=False))
+
+
+def _csv_value(column: str, cell: str) -> Any:
+    if column in _BOOL_COLUMNS:
+        low = cell.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        raise ValueError("must be true or false")
+    if column in _INT_COLUMNS:
+        if cell.isdigit():
+            return int(cell)
+        raise ValueError("must be a whole number")
+    if column in _JSON_COLUMNS:
+        try:
+            value = json.loads(cell)
+        except ValueError:
+            raise ValueError("must be a JSON array of objects") from None
+        if not isinstance(value, list):
+            raise ValueError("must be a JSON array of objects")
+        return value
+    return cell
+
+
+def iter_lines(stream: IO[str]) -> Iterable[str]:
+    """Lines of a text stream, for readers of decision rows (audit)."""
+    return iter(stream.readline, "")

@@ -1,0 +1,104 @@
+"""Writing decision rows: JSON Lines, a JSON array, CSV, and readable text for a screener."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from typing import IO, Any
+
+from .protocol import Ruleset
+
+OUTPUT_FORMATS = ("text", "json", "jsonl", "csv")
+_MARK = {"met": "+", "not_met": "-", "unknown": "?", "review": "!"}
+_HEADLINE = {
+    "eligible": "ELIGIBLE",
+    "excluded": "EXCLUDED",
+    "undetermined": "UNDETERMINED",
+    "error": "ERROR",
+}
+
+
+def dumps(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+
+
+def text_block(row: dict[str, Any], ruleset: Ruleset) -> str:
+    """A decision explained for a screener: the box, why, what to ask next, every criterion."""
+    who = row["candidate_id"] + (f" ({row['site']})" if row.get("site") else "")
+    labels = ruleset.consort.get("labels", {})
+    if row["decision"] == "error":
+        return f"{who}: ERROR — the record cannot be read\n  {row['error']}\n"
+    box = labels.get(row["category"], row["category"])
+    if row.get("subcategory"):
+        box += " / " + labels.get(row["subcategory"], row["subcategory"])
+    primary = row["primary_criterion"]
+    crit = ruleset.criteria.get(primary)
+    lines = [f"{who}: {_HEADLINE[row['decision']]} — {box}"]
+    if crit is not None:
+        lines.append(f"  because {primary} {crit.title}: {row['criteria'][primary]['reason']}")
+    if row.get("ask_next"):
+        lines.append("  ask next: " + ", ".join(row["ask_next"]))
+    for warning in row.get("warnings", []):
+        lines.append(f"  warning: {warning}")
+    lines.append("  criteria (+ met, - not met, ? unknown, ! review; for exclusions 'met' means it applies):")
+    for cid in ruleset.precedence:
+        result = row["criteria"].get(cid)
+        if result is None:
+            continue
+        title = ruleset.criteria[cid].title
+        lines.append(f"    {_MARK[result['status']]} {cid:<4} {result['status']:<8} {title}: {result['reason']}")
+    stamp = row["ruleset"]
+    lines.append(f"  rules: {stamp['name']} {stamp['version']} (sha256 {stamp['sha256'][:12]}…)")
+    return "\n".join(lines) + "\n"
+
+
+def csv_header(ruleset: Ruleset) -> list[str]:
+    return (["candidate_id", "site", "decision", "category", "subcategory", "primary_criterion", "ask_next",
+             "warnings", "error"] + [f"{cid}" for cid in ruleset.precedence]
+            + ["ruleset", "ruleset_version", "ruleset_sha256"])
+
+
+def csv_cells(row: dict[str, Any], ruleset: Ruleset) -> list[str]:
+    criteria = row.get("criteria", {})
+    stamp = row.get("ruleset", {})
+    return ([row["candidate_id"], row.get("site") or "", row["decision"], row["category"],
+             row.get("subcategory") or "", row.get("primary_criterion") or "", ";".join(row.get("ask_next", [])),
+             " | ".join(row.get("warnings", [])), row.get("error", "")]
+            + [criteria.get(cid, {}).get("status", "") for cid in ruleset.precedence]
+            + [stamp.get("name", ""), stamp.get("version", ""), stamp.get("sha256", "")])
+
+
+class RowWriter:
+    """Writes rows to a text stream in one of :data:`OUTPUT_FORMATS`, incrementally."""
+
+    def __init__(self, out: IO[str], fmt: str, ruleset: Ruleset) -> None:
+        self.out = out
+        self.fmt = fmt
+        self.ruleset = ruleset
+        self._count = 0
+        self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+
+    def write(self, row: dict[str, Any]) -> None:
+        fmt = self.fmt
+        if fmt == "jsonl":
+            self.out.write(dumps(row) + "\n")
+        elif fmt == "json":
+            self.out.write(("[\n" if self._count == 0 else ",\n") + dumps(row))
+        elif fmt == "csv":
+            assert self._csv is not None
+            if self._count == 0:
+                self._csv.writerow(csv_header(self.ruleset))
+            self._csv.writerow(csv_cells(row, self.ruleset))
+        else:
+            self.out.write(("\n" if self._count else "") + text_block(row, self.ruleset))
+        self._count += 1
+
+    def write_all(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            self.write(row)
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.out.write("[]\n" if self._count == 0 else "\n]\n")
+        self.out.flush()

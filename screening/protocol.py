@@ -1,0 +1,613 @@
+"""Load and validate a criteria set from ``rules/`` (criteria, precedence, parameters, value sets).
+
+A criteria set is a YAML file that a clinician can read (see ``rules/README.md``). Loading it checks
+every criterion, condition, reason and value set against the record contract and the catalogue of
+derived facts, and fails with a :class:`~screening.errors.RuleDefinitionError` that names the file,
+the criterion and the field ("did you mean …"). The result is a frozen :class:`Ruleset` stamped with
+its name, version and the sha256 of every file it loaded.
+
+Example::
+
+    ruleset = load_ruleset("paper-2024")          # or "registry-2023", "paper-2024@1.0.0", a path
+    ruleset.stamp  # {"name": "paper-2024", "version": "1.0.0", "sha256": "…"}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import string
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import catalogue
+from .errors import RuleDefinitionError, RulesetNotFound, did_you_mean
+from .record import field_paths
+
+STATUSES = ("met", "not_met", "unknown", "review")
+KINDS = ("inclusion", "exclusion", "procedural")
+#: Within one criterion, the outcome that wins when several rules apply (criteria.md §1.1):
+#: the failing finding, then unknown, then review; the passing outcome is the default.
+RANKING = {
+    "inclusion": ("not_met", "unknown", "review", "met"),
+    "procedural": ("not_met", "unknown", "review", "met"),
+    "exclusion": ("met", "unknown", "review", "not_met"),
+}
+OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "known")
+NUMERIC_OPERATORS = ("lt", "le", "gt", "ge")
+DEFAULT_RULESET = "paper-2024"
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
+
+# Condition tree: ("all", (cond, ...)) | ("any", (cond, ...)) | ("cmp", fact, op, value)
+Condition = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One way a criterion can come out other than its default."""
+
+    status: str
+    when: Condition
+    reason: str
+    ask: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Criterion:
+    id: str
+    kind: str
+    title: str
+    protocol_text: str
+    sources: tuple[str, ...]
+    spec: str
+    category: str
+    subcategory: str | None
+    ask: tuple[str, ...]
+    default: Outcome
+    rules: tuple[Rule, ...]
+
+    def fails(self, status: str) -> bool:
+        """Whether this status rules the candidate out (inclusion not met, exclusion met)."""
+        return status == ("met" if self.kind == "exclusion" else "not_met")
+
+
+@dataclass(frozen=True)
+class DrugClass:
+    name: str
+    title: str
+    atc: tuple[str, ...]
+    atc_exclude: tuple[str, ...]
+    rxnorm: frozenset[str]
+    names: tuple[tuple[str, ...], ...]          # word sequences
+    cjk_names: tuple[str, ...]                  # substrings
+    names_exclude: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class SiteList:
+    name: str
+    title: str
+    names: tuple[tuple[str, ...], ...]
+    cjk_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """A validated criteria set. Build it with :func:`load_ruleset`."""
+
+    name: str
+    version: str
+    sha256: str
+    title: str
+    description: str
+    path: str
+    parameters: dict[str, Any]
+    precedence: tuple[str, ...]
+    criteria: dict[str, Criterion]
+    sources: dict[str, str]
+    consort: dict[str, Any]
+    drug_classes: dict[str, DrugClass]
+    site_lists: dict[str, SiteList]
+    files: tuple[str, ...] = field(default=())
+
+    @property
+    def stamp(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+    @property
+    def ordered(self) -> list[Criterion]:
+        """Criteria in precedence order."""
+        return [self.criteria[cid] for cid in self.precedence]
+
+    @cached_property
+    def flat_rules(self) -> tuple[tuple[str, Rule], ...]:
+        """Every rule of every criterion, in precedence order: the engine's rule numbers."""
+        return tuple((c.id, rule) for c in self.ordered for rule in c.rules)
+
+    def fact_types(self) -> dict[str, catalogue.FactType]:
+        return catalogue.fact_types(tuple(self.drug_classes), tuple(self.site_lists))
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding criteria sets
+
+
+def rules_dir() -> Path:
+    """The folder the shipped criteria sets live in (``rules/`` in the repo, ``screening/rules`` installed)."""
+    installed = Path(str(resources.files("screening"))) / "rules"
+    if installed.is_dir():  # a wheel install: rules/ ships as screening/rules
+        return installed
+    return Path(__file__).resolve().parent.parent / "rules"  # a source checkout or editable install
+
+
+def available_rulesets() -> dict[str, list[tuple[str, Path]]]:
+    """Shipped criteria sets: name -> [(version, path), ...], newest last. Archived versions included."""
+    found: dict[str, list[tuple[str, Path]]] = {}
+    base = rules_dir()
+    for path in sorted(list(base.glob("*.yaml")) + list((base / "archive").glob("*.yaml"))):
+        try:
+            head = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            continue
+        if isinstance(head, dict) and "criteria" in head and isinstance(head.get("name"), str):
+            found.setdefault(head["name"], []).append((str(head.get("version")), path))
+    for versions in found.values():
+        versions.sort(key=lambda item: tuple(int(x) for x in item[0].split(".")) if _VERSION_RE.match(item[0]) else (0,))
+    return found
+
+
+def resolve(spec: str) -> Path:
+    """Turn ``NAME``, ``NAME@VERSION`` or a path into the path of a criteria set file.
+
+    :raises RulesetNotFound: with the names that do exist.
+    """
+    candidate = Path(spec)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if candidate.is_file():
+            return candidate
+        raise RulesetNotFound(f"criteria set file {spec!r} does not exist")
+    name, _, version = spec.partition("@")
+    sets = available_rulesets()
+    if name not in sets:
+        raise RulesetNotFound(f"no criteria set named {name!r}{did_you_mean(name, sets)}; "
+                              f"available: {', '.join(sorted(sets))}")
+    versions = sets[name]
+    if not version:
+        return versions[-1][1]
+    for ver, path in versions:
+        if ver == version:
+            return path
+    raise RulesetNotFound(f"criteria set {name!r} has no version {version!r}; "
+                          f"available: {', '.join(v for v, _ in versions)}")
+
+
+_CACHE: dict[tuple[str, float], Ruleset] = {}
+
+
+def load_ruleset(spec: str | Path = DEFAULT_RULESET) -> Ruleset:
+    """Load and validate a criteria set by name, ``name@version`` or path.
+
+    :raises RulesetNotFound: nothing matches ``spec``.
+    :raises RuleDefinitionError: the set or one of its value sets is invalid; names file, criterion, field.
+    """
+    path = resolve(str(spec))
+    key = (str(path.resolve()), path.stat().st_mtime)
+    if key not in _CACHE:
+        _CACHE[key] = _Loader(path).load()
+    return _CACHE[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+_SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text: str) -> tuple[str, ...]:
+    """Words for matching names: runs of letters/digits, lower case ("vitamin K₂" -> vitamin, k2)."""
+    return tuple(_WORD.findall(text.lower().translate(_SUBSCRIPTS)))
+
+
+def _has_cjk(text: str) -> bool:
+    return any("\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in text)
+
+
+class _Loader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = self._display(path)
+        self.blobs: list[tuple[str, bytes]] = []
+
+    @staticmethod
+    def _display(path: Path) -> str:
+        try:
+            base = rules_dir().resolve()
+            return "rules/" + str(path.resolve().relative_to(base))
+        except ValueError:
+            return str(path)
+
+    def fail(self, message: str, *, criterion: str | None = None, field: str | None = None,
+             file: str | None = None) -> RuleDefinitionError:
+        return RuleDefinitionError(message, file=file or self.file, criterion=criterion, field=field)
+
+    def _read_yaml(self, path: Path, display: str) -> dict[str, Any]:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise self.fail(f"cannot read: {exc.strerror}", file=display) from None
+        self.blobs.append((display, raw))
+        try:
+            data = yaml.safe_load(raw.decode("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise self.fail(f"not valid YAML: {exc}", file=display) from None
+        if not isinstance(data, dict):
+            raise self.fail("must be a mapping at the top level", file=display)
+        return data
+
+    def _keys(self, data: dict[str, Any], required: set[str], optional: set[str], *,
+              where: str, criterion: str | None = None, file: str | None = None) -> None:
+        for key in data:
+            if key not in required | optional:
+                raise self.fail(f"unknown field {key!r}{did_you_mean(str(key), required | optional)}",
+                                criterion=criterion, field=where + str(key) if where else str(key), file=file)
+        for key in sorted(required - set(data)):
+            raise self.fail("required field is missing", criterion=criterion,
+                            field=where + key if where else key, file=file)
+
+    # -- the set --------------------------------------------------------------------------------
+
+    def load(self) -> Ruleset:
+        data = self._read_yaml(self.path, self.file)
+        self._keys(data, {"name", "version", "parameters", "precedence", "criteria", "consort", "sources"},
+                   {"title", "description", "value_sets", "templates"}, where="")
+        name, version = data["name"], data["version"]
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise self.fail("must be a lower-case name such as 'paper-2024'", field="name")
+        if not isinstance(version, str) or not _VERSION_RE.match(version):
+            raise self.fail("must be a quoted version string such as \"1.0.0\"", field="version")
+        params = self._parameters(data["parameters"])
+        sources = data["sources"]
+        if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+            raise self.fail("must map source tags to citations", field="sources")
+        drug_classes, site_lists = self._value_sets(data.get("value_sets") or {})
+        consort = self._consort(data["consort"])
+        self.fact_types = catalogue.fact_types(tuple(drug_classes), tuple(site_lists))
+        self.context = catalogue.context_names(tuple(drug_classes), tuple(site_lists)) | set(params)
+        self.params = params
+        self.field_paths = set(field_paths())
+        templates = data.get("templates") or {}
+        if not isinstance(templates, dict):
+            raise self.fail("must be a mapping of template name to template", field="templates")
+        criteria: dict[str, Criterion] = {}
+        raw_criteria = data["criteria"]
+        if not isinstance(raw_criteria, list) or not raw_criteria:
+            raise self.fail("must be a non-empty list", field="criteria")
+        for index, raw in enumerate(raw_criteria):
+            crit = self._criterion(raw, index, templates, sources, consort)
+            if crit.id in criteria:
+                raise self.fail("criterion id used twice", criterion=crit.id, field="id")
+            criteria[crit.id] = crit
+        precedence = data["precedence"]
+        if not isinstance(precedence, list) or sorted(precedence) != sorted(criteria) or len(set(precedence)) != len(precedence):
+            missing = sorted(set(criteria) - set(precedence or []))
+            extra = sorted(set(precedence or []) - set(criteria))
+            raise self.fail(f"must list every criterion exactly once (missing: {missing or 'none'}, "
+                            f"unknown: {extra or 'none'})", field="precedence")
+        digest = hashlib.sha256()
+        for display, raw in self.blobs:
+            digest.update(display.split("/")[-1].encode() + b"\0" + raw + b"\0")
+        return Ruleset(
+            name=name, version=version, sha256=digest.hexdigest(),
+            title=str(data.get("title", name)), description=str(data.get("description", "")).strip(),
+            path=self.file, parameters=params, precedence=tuple(precedence), criteria=criteria,
+            sources=dict(sources), consort=consort, drug_classes=drug_classes, site_lists=site_lists,
+            files=tuple(d for d, _ in self.blobs),
+        )
+
+    def _parameters(self, params: Any) -> dict[str, Any]:
+        if not isinstance(params, dict):
+            raise self.fail("must be a mapping", field="parameters")
+        choices = {
+            "age_reference": ("screening_start", "enrollment_date"),
+            "lookback": ("calendar_months", "days", "current"),
+            "attribution_mode": ("presence",),
+            "condition_history": STATUSES,
+        }
+        ints = ("min_age_years", "diary_window_nights", "min_episodes", "enrollment_offset_days",
+                "lookback_months", "lookback_days")
+        dates = ("study_window_start", "study_window_end")
+        self._keys(params, set(choices) | set(ints), set(dates), where="parameters.")
+        for key, allowed in choices.items():
+            if params[key] not in allowed:
+                hint = ""
+                if key == "attribution_mode" and params[key] == "investigator":
+                    hint = " ('investigator' needs a per-condition attribution field that record v1 lacks)"
+                raise self.fail(f"must be one of {', '.join(allowed)}{hint}", field=f"parameters.{key}")
+        for key in ints:
+            if not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < 0:
+                raise self.fail("must be a whole number ≥ 0", field=f"parameters.{key}")
+        out = dict(params)
+        for key in dates:
+            if key in params:
+                try:
+                    out[key] = dt.date.fromisoformat(str(params[key]))
+                except ValueError:
+                    raise self.fail("must be a date YYYY-MM-DD", field=f"parameters.{key}") from None
+        return out
+
+    def _consort(self, consort: Any) -> dict[str, Any]:
+        if not isinstance(consort, dict):
+            raise self.fail("must be a mapping", field="consort")
+        self._keys(consort, {"categories", "subcategories", "eligible", "eligible_pending", "undetermined"},
+                   {"labels"}, where="consort.")
+        cats = consort["categories"]
+        for key in ("eligible", "eligible_pending", "undetermined"):
+            if consort[key] not in cats:
+                raise self.fail(f"must be one of consort.categories{did_you_mean(str(consort[key]), cats)}",
+                                field=f"consort.{key}")
+        for cat in consort["subcategories"]:
+            if cat not in cats:
+                raise self.fail(f"unknown category {cat!r}{did_you_mean(cat, cats)}", field="consort.subcategories")
+        return consort
+
+    # -- value sets -----------------------------------------------------------------------------
+
+    def _value_sets(self, refs: Any) -> tuple[dict[str, DrugClass], dict[str, SiteList]]:
+        if not isinstance(refs, dict):
+            raise self.fail("must map value-set kinds to files", field="value_sets")
+        self._keys(refs, set(), {"drug_classes", "tumor_sites"}, where="value_sets.")
+        drug_classes: dict[str, DrugClass] = {}
+        site_lists: dict[str, SiteList] = {}
+        base = self.path.parent
+        if "drug_classes" in refs:
+            path = base / refs["drug_classes"]
+            display = self._display(path)
+            data = self._read_yaml(path, display)
+            self._keys(data, {"name", "version", "classes"}, {"description"}, where="", file=display)
+            for cname, raw in (data["classes"] or {}).items():
+                drug_classes[cname] = self._drug_class(cname, raw, display)
+        if "tumor_sites" in refs:
+            path = base / refs["tumor_sites"]
+            display = self._display(path)
+            data = self._read_yaml(path, display)
+            self._keys(data, {"name", "version", "sites"}, {"description"}, where="", file=display)
+            for sname, raw in (data["sites"] or {}).items():
+                if not isinstance(raw, dict):
+                    raise self.fail("must be a mapping", field=f"sites.{sname}", file=display)
+                self._keys(raw, {"names"}, {"title", "spec"}, where=f"sites.{sname}.", file=display)
+                latin, cjk = self._terms(raw["names"], f"sites.{sname}.names", display)
+                site_lists[sname] = SiteList(sname, str(raw.get("title", sname)), latin, cjk)
+        return drug_classes, site_lists
+
+    def _terms(self, terms: Any, where: str, display: str) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]:
+        if not isinstance(terms, list) or not all(isinstance(t, str) and t.strip() for t in terms):
+            raise self.fail("must be a list of non-empty strings", field=where, file=display)
+        latin = tuple(words(t) for t in terms if not _has_cjk(t))
+        cjk = tuple(t.lower() for t in terms if _has_cjk(t))
+        if any(not w for w in latin):
+            raise self.fail("a term has no letters or digits", field=where, file=display)
+        return latin, cjk
+
+    def _drug_class(self, cname: str, raw: Any, display: str) -> DrugClass:
+        where = f"classes.{cname}"
+        if not re.match(r"^[a-z][a-z0-9_]*$", str(cname)):
+            raise self.fail("class names are lower_case_with_underscores", field=where, file=display)
+        if not isinstance(raw, dict):
+            raise self.fail("must be a mapping", field=where, file=display)
+        self._keys(raw, {"names"}, {"title", "spec", "atc", "atc_exclude", "rxnorm", "names_exclude", "description"},
+                   where=where + ".", file=display)
+        atc = [str(a).upper() for a in raw.get("atc") or []]
+        atc_ex = [str(a).upper() for a in raw.get("atc_exclude") or []]
+        for code in atc + atc_ex:
+            if not re.match(r"^[A-Z][0-9]{2}([A-Z]([A-Z]([0-9]{2})?)?)?$", code):
+                raise self.fail(f"{code!r} is not an ATC code or prefix", field=f"{where}.atc", file=display)
+        rx = [str(r) for r in raw.get("rxnorm") or []]
+        for code in rx:
+            if not code.isdigit():
+                raise self.fail(f"{code!r} is not an RxCUI (digits)", field=f"{where}.rxnorm", file=display)
+        latin, cjk = self._terms(raw["names"], f"{where}.names", display)
+        excl, _ = self._terms(raw.get("names_exclude") or ["-"], f"{where}.names_exclude", display) \
+            if raw.get("names_exclude") else ((), ())
+        return DrugClass(cname, str(raw.get("title", cname)), tuple(atc), tuple(atc_ex), frozenset(rx),
+                         latin, cjk, excl)
+
+    # -- criteria -------------------------------------------------------------------------------
+
+    def _criterion(self, raw: Any, index: int, templates: dict[str, Any], sources: dict[str, str],
+                   consort: dict[str, Any]) -> Criterion:
+        if not isinstance(raw, dict):
+            raise self.fail("must be a mapping", field=f"criteria[{index}]")
+        cid = str(raw.get("id", f"criteria[{index}]"))
+        required = {"id", "kind", "title", "protocol_text", "sources", "spec", "category"}
+        optional = {"subcategory", "ask", "default", "rules", "template", "extra_rules"}
+        self._keys(raw, required, optional, where="", criterion=cid)
+        if not re.match(r"^[IE][0-9]+$", cid):
+            raise self.fail("ids look like I1 or E12", criterion=cid, field="id")
+        kind = raw["kind"]
+        if kind not in KINDS:
+            raise self.fail(f"must be one of {', '.join(KINDS)}{did_you_mean(str(kind), KINDS)}", criterion=cid, field="kind")
+        for tag in raw["sources"] or []:
+            if tag not in sources:
+                raise self.fail(f"unknown source tag {tag!r}{did_you_mean(str(tag), sources)}", criterion=cid, field="sources")
+        if not raw["sources"]:
+            raise self.fail("every criterion names at least one source", criterion=cid, field="sources")
+        category = raw["category"]
+        if category not in consort["categories"]:
+            raise self.fail(f"unknown category {category!r}{did_you_mean(str(category), consort['categories'])}",
+                            criterion=cid, field="category")
+        subcategory = raw.get("subcategory")
+        allowed_sub = consort["subcategories"].get(category, [])
+        if subcategory is not None and subcategory not in allowed_sub:
+            raise self.fail(f"unknown subcategory {subcategory!r} for {category}"
+                            f"{did_you_mean(str(subcategory), allowed_sub)}", criterion=cid, field="subcategory")
+        if allowed_sub and subcategory is None:
+            raise self.fail(f"category {category} needs a subcategory ({', '.join(allowed_sub)})",
+                            criterion=cid, field="subcategory")
+
+        body: dict[str, Any] = {}
+        if "template" in raw:
+            body = self._expand_template(raw["template"], templates, cid)
+        for key in ("ask", "default", "rules"):
+            if key in raw:
+                body[key] = raw[key]
+        rules_raw = list(body.get("rules") or []) + list(raw.get("extra_rules") or [])
+        if "default" not in body:
+            raise self.fail("required field is missing (or give a template)", criterion=cid, field="default")
+        default = self._outcome(body["default"], cid, "default")
+        passing = RANKING[kind][-1]
+        if default.status != passing:
+            raise self.fail(f"the default of an {kind} criterion must be {passing!r} (the outcome when no rule "
+                            f"applies); write the other outcomes as rules", criterion=cid, field="default.status")
+        rules = tuple(self._rule(r, cid, f"rules[{i}]") for i, r in enumerate(rules_raw))
+        for i, rule in enumerate(rules):
+            if rule.status == passing:
+                raise self.fail(f"a rule cannot give the default outcome {passing!r}", criterion=cid,
+                                field=f"rules[{i}].status")
+        ask = self._ask(body.get("ask") or [], cid, "ask")
+        return Criterion(cid, kind, str(raw["title"]), str(raw["protocol_text"]), tuple(raw["sources"]),
+                         str(raw["spec"]), category, subcategory, ask, default, rules)
+
+    def _expand_template(self, ref: Any, templates: dict[str, Any], cid: str) -> dict[str, Any]:
+        if not isinstance(ref, dict) or "name" not in ref:
+            raise self.fail("must be {name: <template>, <variable>: <value>, ...}", criterion=cid, field="template")
+        tname = ref["name"]
+        if tname not in templates:
+            raise self.fail(f"unknown template {tname!r}{did_you_mean(str(tname), templates)}", criterion=cid,
+                            field="template.name")
+        values = {k: str(v) for k, v in ref.items() if k != "name"}
+
+        def subst(node: Any) -> Any:
+            if isinstance(node, str):
+                try:
+                    return string.Template(node).substitute(values)
+                except KeyError as exc:
+                    raise self.fail(f"template {tname!r} needs the variable {exc.args[0]!r}", criterion=cid,
+                                    field="template") from None
+            if isinstance(node, list):
+                return [subst(n) for n in node]
+            if isinstance(node, dict):
+                return {subst(k): subst(v) for k, v in node.items()}
+            return node
+
+        expanded = subst(templates[tname])
+        if not isinstance(expanded, dict):
+            raise self.fail(f"template {tname!r} must be a mapping", criterion=cid, field="template")
+        return expanded
+
+    def _status(self, value: Any, cid: str, where: str) -> str:
+        if isinstance(value, dict) and set(value) == {"param"}:
+            pname = value["param"]
+            if pname not in self.params:
+                raise self.fail(f"unknown parameter {pname!r}{did_you_mean(str(pname), self.params)}",
+                                criterion=cid, field=where)
+            value = self.params[pname]
+        if value not in STATUSES:
+            raise self.fail(f"must be one of {', '.join(STATUSES)}{did_you_mean(str(value), STATUSES)}",
+                            criterion=cid, field=where)
+        return str(value)
+
+    def _outcome(self, raw: Any, cid: str, where: str) -> Outcome:
+        if not isinstance(raw, dict):
+            raise self.fail("must be {status: …, reason: …}", criterion=cid, field=where)
+        self._keys(raw, {"status", "reason"}, set(), where=where + ".", criterion=cid)
+        return Outcome(self._status(raw["status"], cid, f"{where}.status"),
+                       self._reason(raw["reason"], cid, f"{where}.reason"))
+
+    def _rule(self, raw: Any, cid: str, where: str) -> Rule:
+        if not isinstance(raw, dict):
+            raise self.fail("must be {status, when, reason}", criterion=cid, field=where)
+        self._keys(raw, {"status", "when", "reason"}, {"ask"}, where=where + ".", criterion=cid)
+        return Rule(self._status(raw["status"], cid, f"{where}.status"),
+                    self._condition(raw["when"], cid, f"{where}.when"),
+                    self._reason(raw["reason"], cid, f"{where}.reason"),
+                    self._ask(raw.get("ask") or [], cid, f"{where}.ask"))
+
+    def _ask(self, items: Any, cid: str, where: str) -> tuple[str, ...]:
+        if not isinstance(items, list):
+            raise self.fail("must be a list of record field paths", criterion=cid, field=where)
+        for item in items:
+            if isinstance(item, str) and item.startswith("@"):
+                if item[1:] not in catalogue.list_context_names():
+                    raise self.fail(f"unknown field list {item!r}"
+                                    f"{did_you_mean(item[1:], catalogue.list_context_names())}", criterion=cid, field=where)
+            elif item not in self.field_paths:
+                raise self.fail(f"unknown record field {item!r}{did_you_mean(str(item), self.field_paths)}",
+                                criterion=cid, field=where)
+        return tuple(items)
+
+    def _reason(self, text: Any, cid: str, where: str) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise self.fail("must be a sentence", criterion=cid, field=where)
+        known = set(self.fact_types) | self.context
+        try:
+            parsed = list(string.Formatter().parse(text))
+        except ValueError as exc:
+            raise self.fail(f"bad placeholder: {exc}", criterion=cid, field=where) from None
+        for _, name, spec, conv in parsed:
+            if name is None:
+                continue
+            if not name or spec or conv or name not in known:
+                raise self.fail(f"unknown placeholder {{{name}}}{did_you_mean(str(name), known)}",
+                                criterion=cid, field=where)
+        return text
+
+    def _condition(self, node: Any, cid: str, where: str) -> Condition:
+        if not isinstance(node, dict) or len(node) != 1:
+            raise self.fail("a condition is one of {all: [...]}, {any: [...]} or {fact: {op: value}}",
+                            criterion=cid, field=where)
+        (key, value), = node.items()
+        if key in ("all", "any"):
+            if not isinstance(value, list) or not value:
+                raise self.fail(f"{key} takes a non-empty list", criterion=cid, field=f"{where}.{key}")
+            return (key, tuple(self._condition(v, cid, f"{where}.{key}[{i}]") for i, v in enumerate(value)))
+        if key not in self.fact_types:
+            raise self.fail(f"unknown fact {key!r}{did_you_mean(str(key), self.fact_types)}", criterion=cid,
+                            field=where)
+        ftype = self.fact_types[key]
+        if not isinstance(value, dict) or len(value) != 1:
+            raise self.fail("write a test as {fact: {op: value}}", criterion=cid, field=f"{where}.{key}")
+        (op, operand), = value.items()
+        if op not in OPERATORS:
+            raise self.fail(f"unknown operator {op!r}{did_you_mean(str(op), OPERATORS)}", criterion=cid,
+                            field=f"{where}.{key}")
+        if isinstance(operand, dict) and set(operand) == {"param"}:
+            pname = operand["param"]
+            if pname not in self.params:
+                raise self.fail(f"unknown parameter {pname!r}{did_you_mean(str(pname), self.params)}",
+                                criterion=cid, field=f"{where}.{key}.{op}")
+            operand = self.params[pname]
+        if op == "known":
+            if not isinstance(operand, bool):
+                raise self.fail("known takes true or false", criterion=cid, field=f"{where}.{key}.known")
+            if ftype.kind == "enum":
+                raise self.fail(f"{key} is never absent (it says 'unknown'); test {{eq: unknown}}",
+                                criterion=cid, field=f"{where}.{key}.known")
+            return ("cmp", key, op, operand)
+        if op in NUMERIC_OPERATORS and ftype.kind != "int":
+            raise self.fail(f"{op} needs a number fact; {key} is one of {', '.join(ftype.values)}",
+                            criterion=cid, field=f"{where}.{key}.{op}")
+        operands = operand if op in ("in", "not_in") else [operand]
+        if op in ("in", "not_in") and (not isinstance(operand, list) or not operand):
+            raise self.fail(f"{op} takes a non-empty list", criterion=cid, field=f"{where}.{key}.{op}")
+        for item in operands:
+            if ftype.kind == "int" and (not isinstance(item, int) or isinstance(item, bool)):
+                raise self.fail(f"{key} is a number; {item!r} is not", criterion=cid, field=f"{where}.{key}.{op}")
+            if ftype.kind == "enum" and item not in ftype.values:
+                raise self.fail(f"{item!r} is not a value of {key} ({', '.join(ftype.values)})"
+                                f"{did_you_mean(str(item), ftype.values)}", criterion=cid, field=f"{where}.{key}.{op}")
+        return ("cmp", key, op, tuple(operand) if op in ("in", "not_in") else operand)

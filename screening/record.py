@@ -1,0 +1,239 @@
+"""The v1 candidate intake record (shared/intake-record.md) as strict pydantic models.
+
+Absent or ``null`` means *unknown*, never "no". Unknown field names are errors (a typo would
+otherwise turn a criterion into "unknown" silently). Records are validated from JSON text in
+strict mode, so ``"14"`` is not an integer, ``"yes"`` is not a boolean and ``0`` is not a date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import CandidateRecordError, FieldProblem, did_you_mean
+
+ConditionStatus = Literal["active", "history", "absent", "unknown"]
+DifferentialStatus = Literal["absent", "explains_symptoms", "coexisting", "not_assessed"]
+Consent = Literal["pending", "signed", "declined", "withdrawn"]
+
+CONDITION_KEYS: tuple[str, ...] = (
+    "hypothyroidism", "hemodialysis", "peritoneal_dialysis", "hypoglycemia", "alcoholism",
+    "amyotrophic_lateral_sclerosis", "poliomyelitis_sequelae", "lumbar_spinal_stenosis",
+    "parkinson_disease", "radiculopathy", "motor_neuron_disease", "liver_cirrhosis",
+    "malignant_tumor",
+)
+DIFFERENTIAL_KEYS: tuple[str, ...] = ("restless_legs", "claudication", "myositis", "peripheral_neuropathy")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class Episode(_Model):
+    """One cramp episode in the screening diary."""
+
+    night_of: dt.date = Field(description="The evening the sleep period began (a cramp at 02:00 belongs to the previous date).")
+    duration_min: Annotated[float, Field(ge=0)] | None = None
+    severity: Annotated[int, Field(ge=1, le=10)] | None = None
+    leg: Literal["left", "right", "both"] | None = None
+    muscle: Literal["calf", "foot", "thigh", "other"] | None = None
+
+
+class Diary(_Model):
+    """The 14-night screening diary. Absent: not yet collected."""
+
+    nights_recorded: Annotated[int, Field(ge=0, le=14)] | None = None
+    episodes: list[Episode] | None = None
+
+
+class Differentials(_Model):
+    restless_legs: DifferentialStatus | None = None
+    claudication: DifferentialStatus | None = None
+    myositis: DifferentialStatus | None = None
+    peripheral_neuropathy: DifferentialStatus | None = None
+
+
+class NlcAssessment(_Model):
+    """The investigator's history and physical examination."""
+
+    confirmed: bool | None = None
+    differentials: Differentials | None = None
+
+
+class Conditions(_Model):
+    """Condition key -> status; a key that is not present is unknown."""
+
+    hypothyroidism: ConditionStatus | None = None
+    hemodialysis: ConditionStatus | None = None
+    peritoneal_dialysis: ConditionStatus | None = None
+    hypoglycemia: ConditionStatus | None = None
+    alcoholism: ConditionStatus | None = None
+    amyotrophic_lateral_sclerosis: ConditionStatus | None = None
+    poliomyelitis_sequelae: ConditionStatus | None = None
+    lumbar_spinal_stenosis: ConditionStatus | None = None
+    parkinson_disease: ConditionStatus | None = None
+    radiculopathy: ConditionStatus | None = None
+    motor_neuron_disease: ConditionStatus | None = None
+    liver_cirrhosis: ConditionStatus | None = None
+    malignant_tumor: ConditionStatus | None = None
+    liver_cirrhosis_ascites_paracentesis: bool | None = None
+    malignant_tumor_site: str | None = None
+
+
+class Medication(_Model):
+    """A medicine or supplement as recorded."""
+
+    name: NonEmpty
+    atc: Annotated[str, Field(pattern=r"^[A-Za-z][0-9A-Za-z]{0,6}$")] | None = None
+    rxnorm: Annotated[str, Field(pattern=r"^[0-9]+$")] | None = None
+    start_date: dt.date | None = None
+    stop_date: dt.date | None = None
+    ongoing: bool | None = None
+
+    @model_validator(mode="after")
+    def _stop_after_start(self) -> "Medication":
+        if self.start_date and self.stop_date and self.stop_date < self.start_date:
+            raise ValueError("stop_date is before start_date")
+        return self
+
+
+class CandidateRecord(_Model):
+    """One candidate, v1. Required: candidate_id and screening_start (D0)."""
+
+    candidate_id: NonEmpty
+    site: str | None = None
+    screening_start: dt.date
+    enrollment_date: dt.date | None = None
+    birth_date: dt.date | None = None
+    sex: Literal["female", "male", "other"] | None = None
+    diary: Diary | None = None
+    nlc_assessment: NlcAssessment | None = None
+    conditions: Conditions | None = None
+    medication_history_taken: bool | None = None
+    medications: list[Medication] | None = None
+    consent: Consent | None = None
+    # Optional fields added by nlc-screen (allowed by the contract):
+    deceased_date: dt.date | None = Field(
+        default=None, description="Set by importers for a deceased patient; the decision warns.")
+
+
+def _field_names(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """The field names allowed at a path of the record, for "did you mean" hints."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        current = _inner_model(field.annotation)
+    return list(current.model_fields) if current is not None else []
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    """('medications', 0, 'rxnorm') -> 'medications[0].rxnorm'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def problems_from_validation(error: ValidationError) -> list[FieldProblem]:
+    """Field problems from pydantic's errors: paths and messages, never the offending values."""
+    problems: list[FieldProblem] = []
+    seen: set[tuple[str, str]] = set()
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[", "constrained-"))))
+        kind = item["type"]
+        path = format_path(loc)
+        if kind == "extra_forbidden":
+            name = str(loc[-1]) if loc else ""
+            message = "unknown field" + did_you_mean(name, _field_names(CandidateRecord, loc[:-1]))
+        elif kind == "missing":
+            message = "required field is missing"
+        elif kind == "json_invalid":
+            message = "not valid JSON"
+        elif kind in ("model_type", "model_attributes_type", "dict_type") and not loc:
+            message = "not a JSON object"
+        else:
+            message = item["msg"]
+            if message.startswith("Value error, "):
+                message = message[len("Value error, "):]
+        key = (path, message)
+        if key not in seen:
+            seen.add(key)
+            problems.append(FieldProblem(path, message))
+    return problems
+
+
+def parse_record(text: str | bytes, *, position: str | None = None) -> CandidateRecord:
+    """Validate one record from JSON text.
+
+    :raises CandidateRecordError: naming the position, the candidate id if it could be read, and
+        every field problem (paths and messages only).
+    """
+    try:
+        return CandidateRecord.model_validate_json(text)
+    except ValidationError as exc:
+        raise record_error(exc, text, position) from None
+
+
+def record_error(exc: ValidationError, text: str | bytes | dict[str, Any], position: str | None) -> CandidateRecordError:
+    candidate_id = site = None
+    data: Any = text
+    if not isinstance(text, dict):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+    if isinstance(data, dict):
+        cid = data.get("candidate_id")
+        candidate_id = cid if isinstance(cid, str) and cid else None
+        s = data.get("site")
+        site = s if isinstance(s, str) else None
+    problems = problems_from_validation(exc)
+    if not isinstance(data, dict) and data is not None:
+        problems = [FieldProblem("", "not a JSON object")]
+    return CandidateRecordError(problems, position=position, candidate_id=candidate_id, site=site)
+
+
+def record_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the v1 intake record (what ``nlc-screen schema`` prints)."""
+    schema = CandidateRecord.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "nlc-screen candidate intake record v1"
+    return schema
+
+
+def field_paths(model: type[BaseModel] = CandidateRecord, prefix: str = "") -> list[str]:
+    """Every field path of the record (``diary.nights_recorded``, ``conditions.hypothyroidism``…).
+
+    Lists are not entered: ``medications`` and ``diary.episodes`` are paths of their own.
+    """
+    paths: list[str] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        inner = _inner_model(field.annotation)
+        if inner is not None and "list[" not in str(field.annotation):
+            paths.extend(field_paths(inner, f"{path}."))
+    return paths

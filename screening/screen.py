@@ -1,0 +1,129 @@
+"""The pipeline: records -> facts -> engine -> decisions. One row per input record, in input order.
+
+Example::
+
+    from screening import load_ruleset, screen_one
+    row = screen_one({"candidate_id": "A1", "screening_start": "2023-03-01"}, load_ruleset())
+    row["decision"], row["ask_next"][:1]      # ('undetermined', ['birth_date'])
+
+``screen_items`` streams: it holds one record at a time. A record that cannot be read becomes an
+``error`` row naming its position and field; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from .decision import Decider, error_row
+from .errors import CandidateRecordError
+from .facts import derive
+from .io import Item
+from .protocol import Ruleset
+from .record import CandidateRecord, parse_record
+
+
+class Evaluator(Protocol):
+    """Which rules (numbers into ``ruleset.flat_rules``) apply to a fact dict."""
+
+    def fired(self, facts: dict[str, Any]) -> list[int]: ...
+
+
+class Screener:
+    """Screens records against one ruleset. Cheap to call per record; build once per process.
+
+    :param evaluator: defaults to the process's durable_rules engine for this ruleset; tests and the
+        benchmark may pass :class:`screening.conditions.PythonEvaluator` or a fake.
+    :param include_record: add the validated input record to each decision row.
+    """
+
+    def __init__(self, ruleset: Ruleset, *, evaluator: Evaluator | None = None, include_record: bool = False) -> None:
+        if evaluator is None:
+            from .engine import shared_evaluator
+            evaluator = shared_evaluator(ruleset)
+        self.ruleset = ruleset
+        self.evaluator = evaluator
+        self.decider = Decider(ruleset)
+        self.include_record = include_record
+
+    def record(self, record: CandidateRecord, *, position: str | None = None) -> dict[str, Any]:
+        """The decision row for a validated record.
+
+        :raises CandidateRecordError: the record's dates contradict each other.
+        """
+        derived = derive(record, self.ruleset, position=position)
+        fired = self.evaluator.fired(derived.facts)
+        row = self.decider.decide(fired, derived, candidate_id=record.candidate_id, site=record.site)
+        if self.include_record:
+            row["record"] = record.model_dump(mode="json", exclude_none=True)
+        return row
+
+    def item(self, item: Item) -> dict[str, Any]:
+        """The row for one input item: a decision, or an error row. Never raises for bad input."""
+        try:
+            if item.error is not None:
+                raise item.error
+            assert item.text is not None
+            record = parse_record(item.text, position=item.position)
+            return self.record(record, position=item.position)
+        except CandidateRecordError as exc:
+            return self.error(exc, item.position)
+
+    def error(self, exc: CandidateRecordError, position: str) -> dict[str, Any]:
+        return error_row(candidate_id=exc.candidate_id or position, site=exc.site,
+                         message=exc.describe(), fields=exc.fields, ruleset=self.ruleset)
+
+
+def screen_one(record: CandidateRecord | dict[str, Any] | str, ruleset: Ruleset, *,
+               evaluator: Evaluator | None = None) -> dict[str, Any]:
+    """Screen one record (a model, a dict or JSON text). A bad record gives an ``error`` row."""
+    screener = Screener(ruleset, evaluator=evaluator)
+    if isinstance(record, CandidateRecord):
+        try:
+            return screener.record(record, position="record 1")
+        except CandidateRecordError as exc:
+            return screener.error(exc, "record 1")
+    text = record if isinstance(record, str) else json.dumps(record, ensure_ascii=False)
+    return screener.item(Item("record 1", text))
+
+
+class DuplicateCheck:
+    """Warns on a second record for the same (site, candidate_id) in one batch.
+
+    Keeps an 8-byte digest per candidate seen, not the ids themselves.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, str] = {}
+
+    def __call__(self, row: dict[str, Any], position: str) -> dict[str, Any]:
+        if row.get("decision") == "error" and row.get("candidate_id", "").startswith(("line ", "index ", "record ")):
+            return row
+        key = f"{row.get('site') or ''}\0{row.get('candidate_id')}".encode()
+        digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+        first = self._seen.get(digest)
+        if first is None:
+            self._seen[digest] = position
+        else:
+            warnings = row.setdefault("warnings", [])
+            warnings.append(f"a second record for candidate {row.get('candidate_id')} at site "
+                            f"{row.get('site') or '(none)'} in this batch (first at {first or 'an earlier row'})")
+            if "ruleset" in row:  # keep the field order stable: warnings before the stamp
+                for key_ in ("ruleset", "parameters", "record"):
+                    if key_ in row:
+                        row[key_] = row.pop(key_)
+        return row
+
+
+def screen_items(items: Iterable[Item], ruleset: Ruleset, *, evaluator: Evaluator | None = None,
+                 include_record: bool = False, check_duplicates: bool = True) -> Iterator[dict[str, Any]]:
+    """Screen a stream of input items; yields exactly one row per item, in order."""
+    screener = Screener(ruleset, evaluator=evaluator, include_record=include_record)
+    dupes = DuplicateCheck() if check_duplicates else None
+    for item in items:
+        row = screener.item(item)
+        if dupes is not None:
+            dupes(row, item.position)
+        yield row

@@ -1,0 +1,57 @@
+"""Shared fixtures. The engine is built once per process and per ruleset (screening.engine);
+tests never create durable rulesets of their own except in tests/test_engine.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import screening
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def paper() -> screening.Ruleset:
+    return screening.load_ruleset("paper-2024")
+
+
+@pytest.fixture(scope="session")
+def registry() -> screening.Ruleset:
+    return screening.load_ruleset("registry-2023")
+
+
+def base_record(**changes: Any) -> dict[str, Any]:
+    """A clean eligible candidate; keyword arguments replace top-level fields (None removes one)."""
+    record: dict[str, Any] = {
+        "candidate_id": "T-001",
+        "site": "test site",
+        "screening_start": "2023-03-01",
+        "birth_date": "1950-06-15",
+        "sex": "female",
+        "diary": {"nights_recorded": 14, "episodes": [
+            {"night_of": "2023-03-02", "duration_min": 1.5, "severity": 4, "leg": "left", "muscle": "calf"},
+            {"night_of": "2023-03-08", "duration_min": 1.0, "severity": 3, "leg": "right", "muscle": "calf"},
+        ]},
+        "nlc_assessment": {"confirmed": True, "differentials": {
+            "restless_legs": "absent", "claudication": "absent", "myositis": "absent",
+            "peripheral_neuropathy": "absent"}},
+        "conditions": {k: "absent" for k in screening.record.CONDITION_KEYS},
+        "medication_history_taken": True,
+        "medications": [{"name": "amlodipine", "atc": "C08CA01", "start_date": "2020-01-01", "ongoing": True}],
+        "consent": "signed",
+    }
+    for key, value in changes.items():
+        if value is None:
+            record.pop(key, None)
+        else:
+            record[key] = value
+    return record
+
+
+def as_text(record: dict[str, Any]) -> str:
+    return json.dumps(record)
