@@ -79,7 +79,8 @@ def screen(source: IO[str], rules_spec: str, fmt: str, input_format: str | None,
         nlc-screen screen fixtures/figure1/candidates.jsonl --format jsonl | nlc-screen audit - --expect figure1
     """
     ruleset = _load(rules_spec)
-    name = None if source.name in ("-", "<stdin>") else source.name
+    name = getattr(source, "name", None)
+    name = None if not isinstance(name, str) or name in ("-", "<stdin>") else name
     try:
         items = read_records(source, input_format, name=name)
         if workers > 1:
@@ -120,7 +121,8 @@ def audit(decisions: IO[str], rules_spec: str | None, expect: str | None, fmt: s
         nlc-screen audit decisions.jsonl --expect figure1
     """
     try:
-        rows = list(audit_mod.read_rows(decisions, name=decisions.name))
+        name = getattr(decisions, "name", None)
+        rows = list(audit_mod.read_rows(decisions, name=name if isinstance(name, str) else "input"))
         if rules_spec is None:
             stamp = next((r["ruleset"] for r in rows if isinstance(r.get("ruleset"), dict)), None)
             rules_spec = f"{stamp['name']}@{stamp['version']}" if stamp else "paper-2024"

@@ -193,7 +193,7 @@ def render(counts: ConsortCounts, expected: dict[str, Any] | None = None) -> str
 
     def line(label: str, box: str, indent: int = 0) -> str:
         value = flat[box]
-        text = f"{' ' * indent}{label:<{52 - indent}}{value:>6}"
+        text = f"{' ' * indent}{label:<{58 - indent}}{value:>6}"
         if box in want:
             text += "   ok" if want[box] == value else f"   expected {want[box]}  <-- differs"
         return text

@@ -118,8 +118,13 @@ def _read_jsonl(stream: _Rewound) -> Iterator[Item]:
         if text.startswith("\ufeff"):
             text = text[1:]
         if not text.startswith("{"):
-            what = "a JSON array (one record per line, please)" if text.startswith("[") else "a JSON object"
-            yield Item(f"line {number}", error=CandidateRecordError([FieldProblem("", f"not {what}")],
+            try:
+                value = json.loads(text)
+                what = ("a JSON array, not a record (one JSON object per line)" if isinstance(value, list)
+                        else "not a JSON object")
+            except ValueError:
+                what = "not valid JSON"
+            yield Item(f"line {number}", error=CandidateRecordError([FieldProblem("", what)],
                                                                      position=f"line {number}"))
             continue
         yield Item(f"line {number}", text)

@@ -1,0 +1,149 @@
+"""The command line: exit codes, exact messages, and the issue's acceptance checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+from screening.record import CONDITION_KEYS
+
+from .conftest import FIXTURES, base_record
+
+FIGURE1 = FIXTURES / "figure1" / "candidates.jsonl"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _jsonl(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def test_figure1_cohort_reproduces_figure1(runner: CliRunner) -> None:
+    screened = runner.invoke(cli.main, ["screen", str(FIGURE1), "--format", "jsonl"], catch_exceptions=False)
+    assert screened.exit_code == 0
+    assert len(_jsonl(screened.output)) == 310
+    audited = runner.invoke(cli.main, ["audit", "-", "--expect", "figure1"], input=screened.output,
+                            catch_exceptions=False)
+    assert audited.exit_code == 0, audited.output
+    assert "all 12 counts match" in audited.output
+    assert "Assessed for eligibility" in audited.output and "310" in audited.output
+
+
+def _randomized_row_index(runner: CliRunner) -> int:
+    rows = _jsonl(runner.invoke(cli.main, ["screen", str(FIGURE1), "--format", "jsonl"]).output)
+    return next(i for i, r in enumerate(rows) if r["category"] == "randomized")
+
+
+def test_one_candidate_aged_64_breaks_the_figure1_check(runner: CliRunner, tmp_path: Path) -> None:
+    lines = FIGURE1.read_text(encoding="utf-8").splitlines()
+    index = _randomized_row_index(runner)
+    rec = json.loads(lines[index])
+    d0 = rec["screening_start"]
+    rec["birth_date"] = f"{int(d0[:4]) - 64}-{d0[5:]}"  # 64th birthday on D0: age 64
+    lines[index] = json.dumps(rec, ensure_ascii=False)
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    screened = runner.invoke(cli.main, ["screen", str(changed), "--format", "jsonl"])
+    audited = runner.invoke(cli.main, ["audit", "-", "--expect", "figure1"], input=screened.output)
+    assert audited.exit_code == 1
+    assert "not_meeting_inclusion: expected 56, got 57" in audited.output
+    assert "randomized: expected 199, got 198" in audited.output
+
+
+def test_a_malformed_record_in_1000_gives_one_error_row(runner: CliRunner, tmp_path: Path) -> None:
+    lines = [json.dumps(base_record(candidate_id=f"B{i:04d}")) for i in range(1000)]
+    lines[417] = lines[417].replace('"nights_recorded": 14', '"nights_recorded": "14"')
+    path = tmp_path / "batch.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = runner.invoke(cli.main, ["screen", str(path), "--format", "jsonl"])
+    assert result.exit_code == 3
+    rows = _jsonl(result.stdout)
+    assert len(rows) == 1000
+    errors = [r for r in rows if r["decision"] == "error"]
+    assert len(errors) == 1 and errors[0]["candidate_id"] == "B0417"
+    assert errors[0]["error"].startswith("line 418, candidate B0417: diary.nights_recorded:")
+    assert [r["candidate_id"] for r in rows] == [f"B{i:04d}" for i in range(1000)]
+    assert "1 record(s) could not be read" in result.stderr
+
+
+def test_text_output_explains_the_decision(runner: CliRunner) -> None:
+    rec = base_record(candidate_id="S-7", birth_date=None)
+    result = runner.invoke(cli.main, ["screen", "-"], input=json.dumps(rec), catch_exceptions=False)
+    assert result.exit_code == 0
+    out = result.output
+    assert out.startswith("S-7 (test site): UNDETERMINED — Pending")
+    assert "because I1 Age ≥ 65 years: birth_date not recorded" in out
+    assert "ask next: birth_date" in out
+    assert "rules: paper-2024 1.0.0" in out
+
+
+def test_json_and_csv_outputs(runner: CliRunner) -> None:
+    text = "\n".join(json.dumps(base_record(candidate_id=c)) for c in ("A", "B")) + "\n"
+    as_json = runner.invoke(cli.main, ["screen", "-", "--format", "json"], input=text)
+    assert [r["candidate_id"] for r in json.loads(as_json.output)] == ["A", "B"]
+    as_csv = runner.invoke(cli.main, ["screen", "-", "--format", "csv"], input=text)
+    header, first, second = as_csv.output.splitlines()
+    assert header.startswith("candidate_id,site,decision,category")
+    assert first.startswith("A,test site,eligible,randomized")
+
+
+def test_registry_rules_option(runner: CliRunner) -> None:
+    rec = base_record(conditions=dict({k: "absent" for k in CONDITION_KEYS}, parkinson_disease="active"))
+    paper = _jsonl(runner.invoke(cli.main, ["screen", "-", "--format", "jsonl"], input=json.dumps(rec)).output)[0]
+    reg = _jsonl(runner.invoke(cli.main, ["screen", "-", "--format", "jsonl", "--rules", "registry-2023"],
+                               input=json.dumps(rec)).output)[0]
+    assert (paper["decision"], paper["primary_criterion"]) == ("excluded", "E8")
+    assert reg["decision"] == "eligible" and reg["ruleset"]["name"] == "registry-2023"
+    assert reg["criteria"]["E8"]["reason"] == "not a criterion in registry-2023"
+
+
+def test_unknown_rules_name_exits_1_with_a_suggestion(runner: CliRunner) -> None:
+    result = runner.invoke(cli.main, ["screen", "-", "--rules", "registy-2023"], input="{}")
+    assert result.exit_code == 1
+    assert "Error: no criteria set named 'registy-2023'; did you mean 'registry-2023'?" in result.output
+
+
+def test_wrong_flag_is_a_usage_error(runner: CliRunner) -> None:
+    assert runner.invoke(cli.main, ["screen", "-", "--formt", "json"], input="{}").exit_code == 2
+
+
+def test_audit_rejects_candidate_records(runner: CliRunner) -> None:
+    result = runner.invoke(cli.main, ["audit", str(FIGURE1)])
+    assert result.exit_code == 1
+    assert "line 1: not a decision row" in result.output
+
+
+def test_audit_json_report(runner: CliRunner) -> None:
+    screened = runner.invoke(cli.main, ["screen", str(FIGURE1), "--format", "jsonl"])
+    report = json.loads(runner.invoke(cli.main, ["audit", "-", "--format", "json", "--expect", "figure1"],
+                                      input=screened.output).output)
+    assert report["counts"]["meeting_exclusion.recent_vka_or_k2"] == 14
+    assert report["counts"]["meeting_exclusion.diuretic"] == 0
+    assert report["expected"]["differences"] == []
+    assert sum(report["criteria"][c]["primary"] for c in report["criteria"]) == 310
+
+
+def test_rules_and_schema_commands(runner: CliRunner) -> None:
+    table = runner.invoke(cli.main, ["rules"], catch_exceptions=False).output
+    assert "E14  Vitamin K antagonist within 2 months before enrollment" in table
+    assert "met      when exp_vka = inside" in table
+    check = runner.invoke(cli.main, ["rules", "--rules", "registry-2023", "--check"]).output
+    assert "registry-2023 1.0.0 is valid" in check
+    listed = runner.invoke(cli.main, ["rules", "--list"]).output
+    assert "paper-2024: 1.0.0" in listed
+    schema = json.loads(runner.invoke(cli.main, ["schema"]).output)
+    assert schema["required"] == ["candidate_id", "screening_start"]
+    assert schema["additionalProperties"] is False
+
+
+def test_every_command_has_help(runner: CliRunner) -> None:
+    for name, command in cli.main.commands.items():
+        assert command.help, name
+        assert runner.invoke(cli.main, [name, "--help"]).exit_code == 0
