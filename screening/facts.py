@@ -125,6 +125,78 @@ def site_status(site: str | None, sites: SiteList) -> str:
     return "listed" if matches_terms(site, words(site), sites.names, sites.cjk_names) else "other"
 
 
+class DrugClassifier:
+    """Which drug classes of a ruleset a medication entry belongs to, as :func:`in_class` decides.
+
+    Memoised by (name, atc, rxnorm) — class membership depends on nothing else — with a bounded
+    memo (cleared when full), so memory stays flat on any input. Name terms are indexed by their
+    first word, so a miss costs one dict lookup per word of the name rather than a scan of every term.
+    """
+
+    _LIMIT = 1 << 16
+
+    def __init__(self, classes: dict[str, DrugClass]) -> None:
+        self.names = tuple(classes)
+        self._classes = tuple(classes.values())
+        self._index: list[dict[str, list[tuple[str, ...]]]] = []
+        for cls in self._classes:
+            index: dict[str, list[tuple[str, ...]]] = {}
+            for term in cls.names:
+                index.setdefault(term[0], []).append(term)
+            self._index.append(index)
+        self._memo: dict[tuple[str, str | None, str | None], tuple[bool, ...]] = {}
+
+    def __call__(self, med: Medication) -> tuple[bool, ...]:
+        key = (med.name, med.atc, med.rxnorm)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._classify(med)
+            if len(self._memo) >= self._LIMIT:
+                self._memo.clear()
+            self._memo[key] = hit
+        return hit
+
+    def _classify(self, med: Medication) -> tuple[bool, ...]:
+        seq = words(med.name)
+        code = med.atc.upper() if med.atc else None
+        low = None
+        out = []
+        for cls, index in zip(self._classes, self._index):
+            found = False
+            if code is not None and any(code.startswith(p) for p in cls.atc) \
+                    and not any(code.startswith(p) for p in cls.atc_exclude):
+                found = True
+            elif med.rxnorm and med.rxnorm in cls.rxnorm:
+                found = True
+            else:
+                named = False
+                for i, word in enumerate(seq):
+                    for term in index.get(word, ()):
+                        if seq[i:i + len(term)] == term:
+                            named = True
+                            break
+                    if named:
+                        break
+                if not named and cls.cjk_names:
+                    low = med.name.lower() if low is None else low
+                    named = any(term in low for term in cls.cjk_names)
+                if named:
+                    found = not any(_contains(seq, veto) for veto in cls.names_exclude)
+            out.append(found)
+        return tuple(out)
+
+
+_CLASSIFIERS: dict[str, DrugClassifier] = {}
+
+
+def drug_classifier(ruleset: Ruleset) -> DrugClassifier:
+    """The process's classifier for a ruleset's drug classes (keyed by the ruleset's sha256)."""
+    found = _CLASSIFIERS.get(ruleset.sha256)
+    if found is None:
+        found = _CLASSIFIERS[ruleset.sha256] = DrugClassifier(ruleset.drug_classes)
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # The derivation
 
@@ -175,7 +247,9 @@ def derive(record: CandidateRecord, ruleset: Ruleset, *, position: str | None = 
             inside += 1
         else:
             outside.append(ep.night_of.isoformat())
-    facts["episodes_in_window"] = inside
+    if diary is None or diary.episodes is not None:
+        facts["episodes_in_window"] = inside  # no diary yet: no episodes so far (nights unknown)
+    # else: a diary whose episode list is missing: the count is unknown, not zero
     facts["episodes_outside_window"] = len(outside)
     ctx["episodes_outside_note"] = (
         f"; {len(outside)} outside the window ignored ({', '.join(outside)})" if outside else "")
@@ -220,16 +294,17 @@ def derive(record: CandidateRecord, ruleset: Ruleset, *, position: str | None = 
     start = lookback_start(enrollment, p)
     ctx["lookback_start"] = start.isoformat()
     facts["med_history"] = "taken" if record.medication_history_taken is True else "not_taken"
-    meds = [(m, words(m.name)) for m in record.medications or []]
+    classify = drug_classifier(ruleset)
+    meds = [(m, classify(m)) for m in record.medications or []]
     any_class_entry = False
-    for cname, cls in ruleset.drug_classes.items():
+    for k, cname in enumerate(classify.names):
         state, drug, when, clear = "none", "", "", ""
         best_stop: dt.date | None = None
         ongoing_name = None
         unknown_name = None
         outside_name = None
-        for med, seq in meds:
-            if not in_class(med, seq, cls):
+        for med, member in meds:
+            if not member[k]:
                 continue
             any_class_entry = True
             if med.start_date is not None and med.start_date > enrollment:
