@@ -63,12 +63,15 @@ def _progress(rows: Iterator[dict[str, Any]], enabled: bool) -> Iterator[dict[st
 @click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
               help="Where to write the decisions (default: standard output).")
 @click.option("--include-record", is_flag=True, help="Add the validated input record to every decision.")
+@click.option("--compare-with", "compare_spec", default=None, metavar="NAME|PATH",
+              help="Also screen under another criteria set; rows whose decision or category differ carry "
+                   "criteria_set_check.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes to screen with; the output is the same for any number.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
 def screen(source: IO[str], rules_spec: str, fmt: str, input_format: str | None, output: IO[str],
-           include_record: bool, workers: int, progress: bool | None) -> None:
+           include_record: bool, compare_spec: str | None, workers: int, progress: bool | None) -> None:
     """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
 
     Writes one decision per input record, in input order. A record that cannot be read becomes an
@@ -79,15 +82,17 @@ def screen(source: IO[str], rules_spec: str, fmt: str, input_format: str | None,
         nlc-screen screen fixtures/figure1/candidates.jsonl --format jsonl | nlc-screen audit - --expect figure1
     """
     ruleset = _load(rules_spec)
+    other = _load(compare_spec) if compare_spec else None
     name = getattr(source, "name", None)
     name = None if not isinstance(name, str) or name in ("-", "<stdin>") else name
     try:
         items = read_records(source, input_format, name=name)
         if workers > 1:
             from screening.scale import screen_parallel
-            rows = screen_parallel(items, ruleset, workers=workers, include_record=include_record)
+            rows = screen_parallel(items, ruleset, workers=workers, include_record=include_record,
+                                   compare_with=other)
         else:
-            rows = screening.screen_items(items, ruleset, include_record=include_record)
+            rows = screening.screen_items(items, ruleset, include_record=include_record, compare_with=other)
         writer = RowWriter(output, fmt, ruleset)
         errors = 0
         show = sys.stderr.isatty() if progress is None else progress

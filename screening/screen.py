@@ -37,9 +37,12 @@ class Screener:
     :param evaluator: defaults to the process's durable_rules engine for this ruleset; tests and the
         benchmark may pass :class:`screening.conditions.PythonEvaluator` or a fake.
     :param include_record: add the validated input record to each decision row.
+    :param compare_with: also screen under this other criteria set; when the decision or category
+        differs, the row says so in ``criteria_set_check`` (criteria.md §1.7: never choose silently).
     """
 
-    def __init__(self, ruleset: Ruleset, *, evaluator: Evaluator | None = None, include_record: bool = False) -> None:
+    def __init__(self, ruleset: Ruleset, *, evaluator: Evaluator | None = None, include_record: bool = False,
+                 compare_with: Ruleset | None = None) -> None:
         if evaluator is None:
             from .engine import shared_evaluator
             evaluator = shared_evaluator(ruleset)
@@ -47,6 +50,7 @@ class Screener:
         self.evaluator = evaluator
         self.decider = Decider(ruleset)
         self.include_record = include_record
+        self.other = Screener(compare_with) if compare_with is not None else None
 
     def record(self, record: CandidateRecord, *, position: str | None = None) -> dict[str, Any]:
         """The decision row for a validated record.
@@ -56,9 +60,26 @@ class Screener:
         derived = derive(record, self.ruleset, position=position)
         fired = self.evaluator.fired(derived.facts)
         row = self.decider.decide(fired, derived, candidate_id=record.candidate_id, site=record.site)
+        if self.other is not None:
+            check = self.other.check(record, row, position)
+            if check is not None:
+                row["criteria_set_check"] = check
         if self.include_record:
             row["record"] = record.model_dump(mode="json", exclude_none=True)
         return row
+
+    def check(self, record: CandidateRecord, row: dict[str, Any], position: str | None) -> dict[str, Any] | None:
+        """How this screener's decision differs from ``row`` (made under another set), or None."""
+        try:
+            mine = self.record(record, position=position)
+        except CandidateRecordError as exc:
+            return {"set": self.ruleset.name, "version": self.ruleset.version, "decision": "error", "error": exc.describe()}
+        if (mine["decision"], mine["category"]) == (row["decision"], row["category"]):
+            return None
+        differs = [cid for cid, result in row["criteria"].items()
+                   if mine["criteria"].get(cid, {}).get("status") != result["status"]]
+        return {"set": self.ruleset.name, "version": self.ruleset.version, "decision": mine["decision"],
+                "category": mine["category"], "primary_criterion": mine["primary_criterion"], "differs_on": differs}
 
     def item(self, item: Item) -> dict[str, Any]:
         """The row for one input item: a decision, or an error row. Never raises for bad input."""
@@ -118,9 +139,10 @@ class DuplicateCheck:
 
 
 def screen_items(items: Iterable[Item], ruleset: Ruleset, *, evaluator: Evaluator | None = None,
-                 include_record: bool = False, check_duplicates: bool = True) -> Iterator[dict[str, Any]]:
+                 include_record: bool = False, check_duplicates: bool = True,
+                 compare_with: Ruleset | None = None) -> Iterator[dict[str, Any]]:
     """Screen a stream of input items; yields exactly one row per item, in order."""
-    screener = Screener(ruleset, evaluator=evaluator, include_record=include_record)
+    screener = Screener(ruleset, evaluator=evaluator, include_record=include_record, compare_with=compare_with)
     dupes = DuplicateCheck() if check_duplicates else None
     for item in items:
         row = screener.item(item)

@@ -147,3 +147,14 @@ def test_every_command_has_help(runner: CliRunner) -> None:
     for name, command in cli.main.commands.items():
         assert command.help, name
         assert runner.invoke(cli.main, [name, "--help"]).exit_code == 0
+
+
+def test_compare_with_flags_rows_that_another_set_decides_differently(runner: CliRunner) -> None:
+    parkinson = base_record(candidate_id="P", conditions=dict({k: "absent" for k in CONDITION_KEYS},
+                                                               parkinson_disease="active"))
+    text = json.dumps(parkinson) + "\n" + json.dumps(base_record(candidate_id="Q")) + "\n"
+    rows = _jsonl(runner.invoke(cli.main, ["screen", "-", "--format", "jsonl", "--compare-with", "registry-2023"],
+                                input=text, catch_exceptions=False).output)
+    assert rows[0]["criteria_set_check"] == {"set": "registry-2023", "version": "1.0.0", "decision": "eligible",
+                                             "category": "randomized", "primary_criterion": "I4", "differs_on": ["E8"]}
+    assert "criteria_set_check" not in rows[1]
