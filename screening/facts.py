@@ -109,7 +109,7 @@ def matches_terms(text: str, seq: tuple[str, ...], latin: tuple[tuple[str, ...],
 def in_class(med: Medication, seq: tuple[str, ...], cls: DrugClass) -> bool:
     """Whether a medication entry belongs to a drug class: by ATC, RxNorm or ingredient words."""
     if med.atc:
-        code = med.atc.upper()
+        code = med.atc.upper().replace(" ", "")
         if any(code.startswith(p) for p in cls.atc) and not any(code.startswith(p) for p in cls.atc_exclude):
             return True
     if med.rxnorm and med.rxnorm in cls.rxnorm:
@@ -158,7 +158,7 @@ class DrugClassifier:
 
     def _classify(self, med: Medication) -> tuple[bool, ...]:
         seq = words(med.name)
-        code = med.atc.upper() if med.atc else None
+        code = med.atc.upper().replace(" ", "") if med.atc else None
         low = None
         out = []
         for cls, index in zip(self._classes, self._index):
@@ -199,6 +199,36 @@ def drug_classifier(ruleset: Ruleset) -> DrugClassifier:
 
 # ---------------------------------------------------------------------------------------------
 # The derivation
+
+_CONDITION_FACTS = tuple((key, f"cond_{key}") for key in CONDITION_KEYS)
+_NO_DIFFERENTIALS: tuple[str | None, ...] = (None,) * len(DIFFERENTIAL_KEYS)
+_DIFF_MEMO: dict[tuple[str | None, ...], tuple[dict[str, int], dict[str, Any]]] = {}
+
+
+def _differentials(values: tuple[str | None, ...]) -> tuple[dict[str, int], dict[str, Any]]:
+    """Facts and context for the differentials' values (in DIFFERENTIAL_KEYS order); memoised.
+
+    At most 5**4 value combinations exist, so the memo stays small. The context's lists are
+    shared between records: read them, never change them.
+    """
+    found = _DIFF_MEMO.get(values)
+    if found is not None:
+        return found
+    groups: dict[str, list[str]] = {"explains_symptoms": [], "unassessed": [], "coexisting": []}
+    for key, value in zip(DIFFERENTIAL_KEYS, values):
+        if value is None or value == "not_assessed":
+            groups["unassessed"].append(key)
+        elif value in ("explains_symptoms", "coexisting"):
+            groups[value].append(key)
+    facts: dict[str, int] = {}
+    ctx: dict[str, Any] = {}
+    for group, fact in (("explains_symptoms", "explaining"), ("unassessed", "unassessed"), ("coexisting", "coexisting")):
+        facts[f"differentials_{fact}"] = len(groups[group])
+        ctx[f"differentials_{fact}_names"] = ", ".join(_DIFF_LABEL[k] for k in groups[group])
+        ctx[f"differentials_{fact}_fields"] = [f"nlc_assessment.differentials.{k}" for k in groups[group]]
+    ctx["differentials_open_fields"] = [f for f in DIFFERENTIAL_FIELDS if f in ctx["differentials_unassessed_fields"]]
+    _DIFF_MEMO[values] = facts, ctx
+    return facts, ctx
 
 
 def derive(record: CandidateRecord, ruleset: Ruleset, *, position: str | None = None) -> Derived:
@@ -262,27 +292,19 @@ def derive(record: CandidateRecord, ruleset: Ruleset, *, position: str | None = 
     confirmed = nlc.confirmed if nlc else None
     facts["nlc_confirmed"] = "unknown" if confirmed is None else ("yes" if confirmed else "no")
     diffs = nlc.differentials if nlc else None
-    groups: dict[str, list[str]] = {"explains_symptoms": [], "unassessed": [], "coexisting": []}
-    for key in DIFFERENTIAL_KEYS:
-        value = getattr(diffs, key) if diffs else None
-        if value is None or value == "not_assessed":
-            groups["unassessed"].append(key)
-        elif value in ("explains_symptoms", "coexisting"):
-            groups[value].append(key)
-    for group, fact in (("explains_symptoms", "explaining"), ("unassessed", "unassessed"), ("coexisting", "coexisting")):
-        facts[f"differentials_{fact}"] = len(groups[group])
-        ctx[f"differentials_{fact}_names"] = ", ".join(_DIFF_LABEL[k] for k in groups[group])
-        ctx[f"differentials_{fact}_fields"] = [f"nlc_assessment.differentials.{k}" for k in groups[group]]
-    ctx["differentials_open_fields"] = [f for f in DIFFERENTIAL_FIELDS if f in ctx["differentials_unassessed_fields"]]
+    diff_facts, diff_ctx = _differentials(tuple(getattr(diffs, key) for key in DIFFERENTIAL_KEYS) if diffs
+                                          else _NO_DIFFERENTIALS)
+    facts.update(diff_facts)
+    ctx.update(diff_ctx)
 
     # I4 consent (default pending)
     facts["consent"] = record.consent or "pending"
 
     # E1–E12 conditions
     cond = record.conditions
-    for key in CONDITION_KEYS:
+    for key, fact in _CONDITION_FACTS:
         value = getattr(cond, key) if cond else None
-        facts[f"cond_{key}"] = value or "unknown"
+        facts[fact] = value or "unknown"
     ascites = cond.liver_cirrhosis_ascites_paracentesis if cond else None
     facts["cirrhosis_ascites_paracentesis"] = "unknown" if ascites is None else ("yes" if ascites else "no")
     site = cond.malignant_tumor_site if cond else None
@@ -295,9 +317,13 @@ def derive(record: CandidateRecord, ruleset: Ruleset, *, position: str | None = 
     ctx["lookback_start"] = start.isoformat()
     facts["med_history"] = "taken" if record.medication_history_taken is True else "not_taken"
     classify = drug_classifier(ruleset)
-    meds = [(m, classify(m)) for m in record.medications or []]
+    meds = [(m, member) for m in record.medications or [] if any(member := classify(m))]
     any_class_entry = False
     for k, cname in enumerate(classify.names):
+        if not meds:  # no entry in any class (the usual case): every class is "none"
+            facts[f"exp_{cname}"] = "none"
+            ctx[f"exp_{cname}_drug"] = ctx[f"exp_{cname}_when"] = ctx[f"exp_{cname}_clear"] = ""
+            continue
         state, drug, when, clear = "none", "", "", ""
         best_stop: dt.date | None = None
         ongoing_name = None

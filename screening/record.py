@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import CandidateRecordError, FieldProblem, did_you_mean
 
@@ -90,7 +90,7 @@ class Medication(_Model):
     """A medicine or supplement as recorded."""
 
     name: NonEmpty
-    atc: Annotated[str, Field(pattern=r"^[A-Za-z][0-9A-Za-z]{0,6}$")] | None = None
+    atc: Annotated[str, Field(pattern=r"^[A-Za-z][0-9A-Za-z ]{0,9}$")] | None = None
     rxnorm: Annotated[str, Field(pattern=r"^[0-9]+$")] | None = None
     start_date: dt.date | None = None
     stop_date: dt.date | None = None
@@ -121,6 +121,14 @@ class CandidateRecord(_Model):
     # Optional fields added by nlc-screen (allowed by the contract):
     deceased_date: dt.date | None = Field(
         default=None, description="Set by importers for a deceased patient; the decision warns.")
+
+    @field_validator("birth_date")
+    @classmethod
+    def _born_before_screening(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        start = info.data.get("screening_start")
+        if value is not None and start is not None and value > start:
+            raise ValueError("is after screening_start")
+        return value
 
 
 def _field_names(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
