@@ -122,6 +122,8 @@ class Ruleset:
     drug_classes: dict[str, DrugClass]
     site_lists: dict[str, SiteList]
     files: tuple[str, ...] = field(default=())
+    #: condition key (or record field) -> its validated code lists, for importers (FHIR, EHR)
+    condition_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def stamp(self) -> dict[str, str]:
@@ -284,7 +286,7 @@ class _Loader:
         sources = data["sources"]
         if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
             raise self.fail("must map source tags to citations", field="sources")
-        drug_classes, site_lists = self._value_sets(data.get("value_sets") or {})
+        drug_classes, site_lists, condition_codes = self._value_sets(data.get("value_sets") or {})
         consort = self._consort(data["consort"])
         self.fact_types = catalogue.fact_types(tuple(drug_classes), tuple(site_lists))
         self.context = catalogue.context_names(tuple(drug_classes), tuple(site_lists)) | set(params)
@@ -316,7 +318,7 @@ class _Loader:
             title=str(data.get("title", name)), description=str(data.get("description", "")).strip(),
             path=self.file, parameters=params, precedence=tuple(precedence), criteria=criteria,
             sources=dict(sources), consort=consort, drug_classes=drug_classes, site_lists=site_lists,
-            files=tuple(d for d, _ in self.blobs),
+            files=tuple(d for d, _ in self.blobs), condition_codes=condition_codes,
         )
 
     def _parameters(self, params: Any) -> dict[str, Any]:
@@ -367,10 +369,18 @@ class _Loader:
 
     # -- value sets -----------------------------------------------------------------------------
 
-    def _value_sets(self, refs: Any) -> tuple[dict[str, DrugClass], dict[str, SiteList]]:
+    def _value_sets(self, refs: Any) -> tuple[dict[str, DrugClass], dict[str, SiteList], dict[str, dict[str, Any]]]:
         if not isinstance(refs, dict):
             raise self.fail("must map value-set kinds to files", field="value_sets")
-        self._keys(refs, set(), {"drug_classes", "tumor_sites"}, where="value_sets.")
+        self._keys(refs, set(), {"drug_classes", "tumor_sites", "condition_codes"}, where="value_sets.")
+        condition_codes: dict[str, dict[str, Any]] = {}
+        if "condition_codes" in refs:
+            path = self.path.parent / refs["condition_codes"]
+            display = self._display(path)
+            data = self._read_yaml(path, display)
+            self._keys(data, {"name", "version", "conditions"}, {"description", "other"}, where="", file=display)
+            for key, entry in (data["conditions"] or {}).items():
+                condition_codes[key] = self._condition_codes(key, entry, display)
         drug_classes: dict[str, DrugClass] = {}
         site_lists: dict[str, SiteList] = {}
         base = self.path.parent
@@ -392,7 +402,30 @@ class _Loader:
                 self._keys(raw, {"names"}, {"title", "spec"}, where=f"sites.{sname}.", file=display)
                 latin, cjk = self._terms(raw["names"], f"sites.{sname}.names", display)
                 site_lists[sname] = SiteList(sname, str(raw.get("title", sname)), latin, cjk)
-        return drug_classes, site_lists
+        return drug_classes, site_lists, condition_codes
+
+    def _condition_codes(self, key: str, entry: Any, display: str) -> dict[str, Any]:
+        where = f"conditions.{key}"
+        if not isinstance(entry, dict):
+            raise self.fail("must be a mapping", field=where, file=display)
+        self._keys(entry, {"record_field"}, {"criterion", "note", "snomed", "icd10", "procedures", "not_evidence"},
+                   where=where + ".", file=display)
+        paths = set(field_paths())
+        if entry["record_field"] not in paths:
+            raise self.fail(f"unknown record field {entry['record_field']!r}{did_you_mean(str(entry['record_field']), paths)}",
+                            field=f"{where}.record_field", file=display)
+        for group in ("snomed", "icd10", "procedures", "not_evidence"):
+            for i, code in enumerate(entry.get(group) or []):
+                at = f"{where}.{group}[{i}]"
+                if not isinstance(code, dict) or not isinstance(code.get("code"), str) or not code["code"].strip():
+                    raise self.fail("each code is {code: \"…\", display: …} with the code as a string", field=at, file=display)
+                if group != "not_evidence" and code.get("maps_to") not in ("active", "history", "screener"):
+                    raise self.fail("maps_to must be active, history or screener", field=at, file=display)
+                if group == "icd10" and code.get("match", "exact") not in ("exact", "prefix"):
+                    raise self.fail("match must be exact or prefix", field=at, file=display)
+                if group in ("procedures", "not_evidence") and code.get("system") not in ("snomed", "icd10"):
+                    raise self.fail("system must be snomed or icd10", field=at, file=display)
+        return entry
 
     def _terms(self, terms: Any, where: str, display: str) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]:
         if not isinstance(terms, list) or not all(isinstance(t, str) and t.strip() for t in terms):

@@ -104,3 +104,20 @@ def test_sha256_covers_the_value_sets(tmp_path: Path) -> None:
     import os
     os.utime(path, (os.path.getmtime(path) + 5, os.path.getmtime(path) + 5))  # defeat the load cache
     assert load_ruleset(path).sha256 != before
+
+
+def test_condition_codes_are_loaded_for_importers(paper: screening.Ruleset) -> None:
+    codes = paper.condition_codes
+    assert codes["parkinson_disease"]["record_field"] == "conditions.parkinson_disease"
+    assert any(c["code"] == "49049000" for c in codes["parkinson_disease"]["snomed"])
+    assert "rules/valuesets/condition-codes.yaml" in paper.files
+
+
+def test_a_condition_code_mapping_to_an_unknown_record_field_is_rejected(tmp_path: Path) -> None:
+    path = _variant(tmp_path, lambda d: None)
+    vs = tmp_path / "valuesets" / "condition-codes.yaml"
+    data = yaml.safe_load(vs.read_text(encoding="utf-8"))
+    data["conditions"]["hypothyroidism"]["record_field"] = "conditions.hypothyroid"
+    vs.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(RuleDefinitionError, match=r"condition-codes.yaml.*did you mean 'conditions.hypothyroidism'"):
+        load_ruleset(path)
