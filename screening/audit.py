@@ -94,7 +94,7 @@ def count(rows: Iterable[dict[str, Any]], ruleset: Ruleset) -> ConsortCounts:
         if row.get("decision") == "error":
             counts.errors += 1
             continue
-        category = row.get("category")
+        category = str(row.get("category"))
         counts.categories[category] += 1
         if row.get("subcategory"):
             counts.subcategories[f"{category}.{row['subcategory']}"] += 1

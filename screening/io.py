@@ -102,7 +102,7 @@ class _Rewound(io.TextIOBase):
             return out + self._stream.readline()
         return self._stream.readline()
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
         while True:
             line = self.readline()
             if not line:
