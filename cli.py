@@ -179,5 +179,36 @@ def schema() -> None:
     click.echo(json.dumps(screening.record_json_schema(), indent=2, ensure_ascii=False))
 
 
+@main.command()
+@click.option("--n", "count", type=click.IntRange(min=0), required=True, help="How many candidate records to write.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same records.")
+@click.option("--mix", default=None, metavar="OUTCOME=WEIGHT,...",
+              help="Share of each intended outcome: eligible, not_meeting_inclusion, meeting_exclusion, "
+                   "withdrawal, undetermined, error (default eligible=0.58,not_meeting_inclusion=0.16,"
+                   "meeting_exclusion=0.12,withdrawal=0.04,undetermined=0.09,error=0.01). Weights are normalised; "
+                   "outcomes left out get none.")
+@rules_option
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
+              help="Where to write the JSON Lines (default: standard output).")
+def generate(count: int, seed: int, mix: str | None, rules_spec: str, output: IO[str]) -> None:
+    """Write synthetic candidate records (JSON Lines) with a controllable mix of outcomes.
+
+    For tests and benchmarks; deterministic for a seed. The records are built around the criteria
+    set's parameters (minimum age, diary window, …), so each screens to its intended outcome.
+
+    Example:
+
+        nlc-screen generate --n 10000 --seed 7 --mix eligible=0.5,undetermined=0.5 -o candidates.jsonl
+    """
+    from screening.generate import parse_mix, write_jsonl
+
+    try:
+        weights = parse_mix(mix)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--mix") from None
+    write_jsonl(output, count, seed=seed, mix=weights, ruleset=_load(rules_spec))
+    output.flush()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

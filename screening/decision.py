@@ -55,41 +55,52 @@ class Decider:
         self._stamp = ruleset.stamp
         self._parameters = describe_parameters(ruleset)
         self._consort = ruleset.consort
+        # Per criterion, in precedence order: what decide() needs without method calls. A reason
+        # with no placeholder is its own text (format_map would return it unchanged).
+        self._plan = [(c.id, c, c.default.status, c.default.reason, _literal(c.default.reason), c.ask,
+                       "met" if c.kind == "exclusion" else "not_met", c.kind != "procedural")
+                      for c in self._ordered]
+        self._rule_literal = [_literal(rule.reason) for _, rule in self._rules]
+        self._procedural = [c for c in self._ordered if c.kind == "procedural"]
 
     def criteria_results(self, fired: list[int], derived: Derived) -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, ...]]]:
         """Status and reason of every criterion, and the fields that would settle each one."""
-        by_crit: dict[str, list[Any]] = {}
-        for index in fired:
-            cid, rule = self._rules[index]
-            by_crit.setdefault(cid, []).append(rule)
+        results, asks, _, _ = self._evaluate(fired, derived)
+        return results, asks
+
+    def _evaluate(self, fired: list[int], derived: Derived) -> tuple[
+            dict[str, dict[str, str]], dict[str, tuple[str, ...]], Criterion | None, list[Criterion]]:
+        """criteria_results, plus the first failing criterion and the open ones, in one pass."""
+        by_crit: dict[str, list[Any]] | None = None
+        if fired:
+            by_crit = {}
+            for index in fired:
+                cid, rule = self._rules[index]
+                by_crit.setdefault(cid, []).append((rule, self._rule_literal[index]))
         values = _Values(self._params)
         values.update(derived.context)
         values.update(derived.facts)
         results: dict[str, dict[str, str]] = {}
         asks: dict[str, tuple[str, ...]] = {}
-        for crit in self._ordered:
-            rules = by_crit.get(crit.id)
-            if not rules:
-                results[crit.id] = {"status": crit.default.status, "reason": crit.default.reason.format_map(values)}
-                asks[crit.id] = crit.ask
-                continue
-            rank = self._rank[crit.id]
-            best = min(rules, key=lambda r: rank[r.status])  # first listed among the best-ranked
-            results[crit.id] = {"status": best.status, "reason": best.reason.format_map(values)}
-            asks[crit.id] = best.ask or crit.ask
-        return results, asks
+        failing: Criterion | None = None
+        open_list: list[Criterion] = []
+        for cid, crit, status, reason, literal, ask, fail_status, eligibility in self._plan:
+            rules = by_crit.get(cid) if by_crit else None
+            if rules:
+                rank = self._rank[cid]
+                best, literal = min(rules, key=lambda r: rank[r[0].status])  # first listed among the best-ranked
+                status, reason, ask = best.status, best.reason, best.ask or ask
+            results[cid] = {"status": status, "reason": reason if literal else reason.format_map(values)}
+            asks[cid] = ask
+            if failing is None and status == fail_status:
+                failing = crit
+            if eligibility and (status == "unknown" or status == "review"):
+                open_list.append(crit)
+        return results, asks, failing, open_list
 
     def decide(self, fired: list[int], derived: Derived, *, candidate_id: str, site: str | None) -> dict[str, Any]:
         """One decision row (see shared/intake-record.md, "Decision")."""
-        results, asks = self.criteria_results(fired, derived)
-        failing = open_ = None
-        open_list: list[Criterion] = []
-        for crit in self._ordered:
-            status = results[crit.id]["status"]
-            if failing is None and crit.fails(status):
-                failing = crit
-            if crit.kind != "procedural" and status in ("unknown", "review"):
-                open_list.append(crit)
+        results, asks, failing, open_list = self._evaluate(fired, derived)
         ask_next: list[str] = []
         subcategory = None
         if failing is not None:
@@ -104,7 +115,7 @@ class Decider:
                         if path not in ask_next:
                             ask_next.append(path)
         else:
-            procedural = [c for c in self._ordered if c.kind == "procedural"]
+            procedural = self._procedural
             done = all(results[c.id]["status"] == "met" for c in procedural)
             decision = "eligible"
             category = self._consort["eligible"] if done else self._consort["eligible_pending"]
@@ -125,6 +136,11 @@ class Decider:
         row["ruleset"] = self._stamp
         row["parameters"] = self._parameters
         return row
+
+
+def _literal(template: str) -> bool:
+    """Whether a reason template has no placeholder (and no escaped brace): format_map returns it as is."""
+    return "{" not in template and "}" not in template
 
 
 def error_row(*, candidate_id: str, site: str | None, message: str, fields: list[str],

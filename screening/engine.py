@@ -38,6 +38,8 @@ _GUARD = "nlc"
 _RESERVED = {"sid", "id", _GUARD}
 _MAX_PROPERTIES = 250  # the engine rejects messages with more than ~253 top-level properties
 _counter = itertools.count()
+#: Entries in each evaluator's memo of fired rules by fact values (cleared when full).
+MEMO_SIZE = 1 << 16
 
 # durable_rules_engine result codes for assert/retract (libpy/durable/engine.py, Ruleset._handle_result)
 _OK, _NOT_HANDLED, _OBSERVED, _QUEUED = 0, 1, 2, 3
@@ -87,13 +89,21 @@ class DurableEvaluator:
     (after ``fork``) the engine is rebuilt on first use. ``fired`` returns rule numbers in order.
     """
 
-    def __init__(self, ruleset: Ruleset) -> None:
+    def __init__(self, ruleset: Ruleset, *, memo_size: int | None = None) -> None:
         self._definition = json.dumps(compile_ruleset(ruleset), ensure_ascii=False)
         self._label = f"{ruleset.name}-{ruleset.version}"
         self._handle: int | None = None
         self._pid = -1
         self._lock = threading.Lock()
         self._nrules = len(ruleset.flat_rules)
+        # Only the facts some rule tests go to the engine: a fact no condition names cannot change
+        # which rules fire, and a smaller message is cheaper to build, assert and retract.
+        self.fields: tuple[str, ...] = tuple(sorted(tested_facts(ruleset)))
+        if memo_size is None:
+            memo_size = _memo_size_from_env()
+        self._memo_size = memo_size
+        self._memo: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self.hits = self.misses = 0
 
     def _engine(self) -> int:
         pid = os.getpid()
@@ -106,8 +116,31 @@ class DurableEvaluator:
         return self._handle
 
     def fired(self, facts: Mapping[str, Any]) -> list[int]:
+        """The rules that apply to a fact dict, in order.
+
+        Memoised by the values of the tested facts (a bounded table, cleared when full, so memory
+        stays flat): the engine is deterministic, so a hit gives what the engine would. Set
+        ``memo_size=0`` (or ``NLC_SCREEN_ENGINE_MEMO=0``) to ask the engine every time.
+        """
+        if not self._memo_size:
+            return self.ask_engine(facts)
+        get = facts.get
+        key = tuple([get(name) for name in self.fields])
+        hit = self._memo.get(key)
+        if hit is not None:
+            self.hits += 1
+            return list(hit)
+        self.misses += 1
+        fired = self.ask_engine(facts)
+        if len(self._memo) >= self._memo_size:
+            self._memo.clear()
+        self._memo[key] = tuple(fired)
+        return fired
+
+    def ask_engine(self, facts: Mapping[str, Any]) -> list[int]:
         """Assert one fact, collect the rules that fired, retract it. Engine state never outlives the call."""
-        message = dict(facts)
+        get = facts.get
+        message = {name: value for name in self.fields if (value := get(name)) is not None}
         message["sid"] = _SID
         message["id"] = "f"
         message[_GUARD] = 1
@@ -146,6 +179,70 @@ class DurableEvaluator:
         """Forget the engine; the next call builds a new one (the old one's memory is not reclaimed)."""
         with self._lock:
             self._handle = None
+
+
+def _memo_size_from_env() -> int:
+    raw = os.environ.get("NLC_SCREEN_ENGINE_MEMO", "")
+    if not raw:
+        return MEMO_SIZE
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        raise EngineError(f"NLC_SCREEN_ENGINE_MEMO must be a whole number (0 turns the memo off), not {raw!r}") from None
+
+
+def tested_facts(ruleset: Ruleset) -> set[str]:
+    """The facts some rule condition of the ruleset tests."""
+    names: set[str] = set()
+
+    def walk(cond: Condition) -> None:
+        if cond[0] in ("all", "any"):
+            for part in cond[1]:
+                walk(part)
+        else:
+            names.add(cond[1])
+
+    for _, rule in ruleset.flat_rules:
+        walk(rule.when)
+    return names
+
+
+def raw_engine_rate(ruleset: Ruleset, facts: list[Mapping[str, Any]], *, seconds: float = 2.0) -> dict[str, Any]:
+    """The engine's own ceiling: prepared facts asserted and retracted through durable_rules alone.
+
+    The fact messages (JSON text, tested facts only) are built before the clock starts; the loop
+    is what :meth:`DurableEvaluator.ask_engine` does — assert, drain the fired rules, retract —
+    with nothing else. Runs over ``facts`` repeatedly for about ``seconds``. For the benchmark,
+    which must not import durable itself.
+    """
+    import time
+
+    evaluator = DurableEvaluator(ruleset, memo_size=0)
+    handle = evaluator._engine()
+    texts = []
+    for f in facts:
+        message = {name: f[name] for name in evaluator.fields if f.get(name) is not None}
+        message.update(sid=_SID, id="f", **{_GUARD: 1})
+        texts.append(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+    assert_fact, retract_fact = _dre.assert_fact, _dre.retract_fact
+    start_action, complete_and_start = _dre.start_action_for_state, _dre.complete_and_start_action
+    done = firings = 0
+    started = time.perf_counter()
+    elapsed = 0.0
+    while elapsed < seconds:
+        for text in texts:
+            code, state = assert_fact(handle, text)
+            if code == _OK:
+                result = start_action(handle, state)
+                if result:
+                    firings += len(json.loads(result[1]))
+                    while more := complete_and_start(handle, state):
+                        firings += len(json.loads(more))
+            retract_fact(handle, text)
+        done += len(texts)
+        elapsed = time.perf_counter() - started
+    return {"records": done, "seconds": elapsed, "per_second": done / elapsed, "firings_per_fact": firings / done,
+            "facts_per_message": sum(t.count(":") for t in texts) / len(texts) - 3}  # less sid, id, guard
 
 
 _SHARED: dict[str, DurableEvaluator] = {}

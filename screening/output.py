@@ -82,9 +82,10 @@ class RowWriter:
     def write(self, row: dict[str, Any]) -> None:
         fmt = self.fmt
         if fmt == "jsonl":
-            self.out.write(dumps(row) + "\n")
+            # rows screened in a worker process (screening.scale.RenderedRow) arrive serialised
+            self.out.write((getattr(row, "jsonl", None) or dumps(row)) + "\n")
         elif fmt == "json":
-            self.out.write(("[\n" if self._count == 0 else ",\n") + dumps(row))
+            self.out.write(("[\n" if self._count == 0 else ",\n") + (getattr(row, "jsonl", None) or dumps(row)))
         elif fmt == "csv":
             assert self._csv is not None
             if self._count == 0:
