@@ -103,11 +103,15 @@ class _Rewound(io.TextIOBase):
         return self._stream.readline()
 
     def __iter__(self) -> Iterator[str]:  # type: ignore[override]
-        while True:
-            line = self.readline()
-            if not line:
-                return
-            yield line
+        head, self._head = self._head, ""
+        if head:
+            lines = head.split("\n")
+            for line in lines[:-1]:
+                yield line + "\n"
+            tail = lines[-1]
+            if tail:  # the head ended inside a line: finish it from the stream
+                yield tail + self._stream.readline()
+        yield from self._stream  # the rest at the stream's own (C) speed
 
 
 def _read_jsonl(stream: _Rewound) -> Iterator[Item]:

@@ -155,17 +155,29 @@ def rules_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "rules"  # a source checkout or editable install
 
 
+_TOP_KEY = re.compile(r'^(name|version|criteria):[ \t]*"?([^"#\n]*?)"?[ \t]*(?:#.*)?$', re.M)
+
+
+def _head(path: Path) -> dict[str, str]:
+    """The top-level ``name``, ``version`` and ``criteria`` keys of a rules file, without parsing it all."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    found: dict[str, str] = {}
+    for match in _TOP_KEY.finditer(text):
+        found.setdefault(match.group(1), match.group(2).strip())
+    return found
+
+
 def available_rulesets() -> dict[str, list[tuple[str, Path]]]:
     """Shipped criteria sets: name -> [(version, path), ...], newest last. Archived versions included."""
     found: dict[str, list[tuple[str, Path]]] = {}
     base = rules_dir()
     for path in sorted(list(base.glob("*.yaml")) + list((base / "archive").glob("*.yaml"))):
-        try:
-            head = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError:
-            continue
-        if isinstance(head, dict) and "criteria" in head and isinstance(head.get("name"), str):
-            found.setdefault(head["name"], []).append((str(head.get("version")), path))
+        head = _head(path)
+        if "criteria" in head and head.get("name"):
+            found.setdefault(head["name"], []).append((head.get("version", ""), path))
     for versions in found.values():
         versions.sort(key=lambda item: tuple(int(x) for x in item[0].split(".")) if _VERSION_RE.match(item[0]) else (0,))
     return found
@@ -197,6 +209,8 @@ def resolve(spec: str) -> Path:
 
 
 _CACHE: dict[tuple[str, float], Ruleset] = {}
+#: PyYAML's C loader when it was built with libyaml (six times faster at start-up), else the pure one.
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_ruleset(spec: str | Path = DEFAULT_RULESET) -> Ruleset:
@@ -254,7 +268,7 @@ class _Loader:
             raise self.fail(f"cannot read: {exc.strerror}", file=display) from None
         self.blobs.append((display, raw))
         try:
-            data = yaml.safe_load(raw.decode("utf-8"))
+            data = yaml.load(raw.decode("utf-8"), Loader=_YamlLoader)
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise self.fail(f"not valid YAML: {exc}", file=display) from None
         if not isinstance(data, dict):

@@ -24,7 +24,6 @@ output; for ``csv`` and ``text`` output, or any other key lookup, it decodes the
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,6 +31,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import Any
+
+import orjson
 
 from .errors import ScreeningError
 from .io import Item
@@ -63,7 +64,7 @@ class RenderedRow(Mapping[str, Any]):
 
     def _row(self) -> dict[str, Any]:
         if self._data is None:
-            self._data = json.loads(self.jsonl)
+            self._data = orjson.loads(self.jsonl)
         return self._data
 
     def __getitem__(self, key: str) -> Any:
@@ -202,7 +203,7 @@ def screen_parallel(items: Iterable[Item], ruleset: Ruleset, *, workers: int, in
 
 def _add_warnings(text: str, warnings: list[str]) -> str:
     """The row's text with duplicate warnings added exactly as DuplicateCheck adds them."""
-    row = json.loads(text)
+    row = orjson.loads(text)
     row.setdefault("warnings", []).extend(warnings)
     if "ruleset" in row:  # DuplicateCheck's field order: warnings before the stamp
         for key in ("ruleset", "parameters", "record"):
