@@ -231,6 +231,15 @@ def _differentials(values: tuple[str | None, ...]) -> tuple[dict[str, int], dict
     return facts, ctx
 
 
+def enrollment_problem(d0: dt.date, enrollment: dt.date | None, params: dict[str, Any]) -> FieldProblem | None:
+    """An ``enrollment_date`` before D0 + the diary window is impossible: randomisation follows the diary."""
+    offset = params["enrollment_offset_days"]
+    if enrollment is not None and enrollment < d0 + dt.timedelta(days=offset):
+        return FieldProblem("enrollment_date", f"is before screening_start + {offset} days (randomisation follows "
+                                               f"the {params['diary_window_nights']}-night diary)")
+    return None
+
+
 def derive(record: CandidateRecord, ruleset: Ruleset, *, position: str | None = None) -> Derived:
     """Compute the facts a ruleset's rules test, and the values its reasons quote.
 
@@ -243,11 +252,9 @@ def derive(record: CandidateRecord, ruleset: Ruleset, *, position: str | None = 
     planned = record.enrollment_date is None
     enrollment = d0 + dt.timedelta(days=offset) if planned else record.enrollment_date
     assert enrollment is not None
-    if enrollment < d0 + dt.timedelta(days=offset):
-        raise CandidateRecordError(
-            [FieldProblem("enrollment_date", f"is before screening_start + {offset} days (randomisation follows "
-                                             f"the {p['diary_window_nights']}-night diary)")],
-            position=position, candidate_id=record.candidate_id, site=record.site)
+    problem = enrollment_problem(d0, record.enrollment_date, p)
+    if problem is not None:
+        raise CandidateRecordError([problem], position=position, candidate_id=record.candidate_id, site=record.site)
     facts: dict[str, Any] = {}
     window_end = d0 + dt.timedelta(days=p["diary_window_nights"] - 1)
     ctx: dict[str, Any] = {

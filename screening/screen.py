@@ -12,16 +12,16 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
+import datetime as dt
 import json
 from array import array
-from hashlib import blake2b as _blake2b
 from collections.abc import Iterable, Iterator
+from hashlib import blake2b as _blake2b
 from typing import Any, Protocol
 
 from .decision import Decider, error_row
 from .errors import CandidateRecordError
-from .facts import derive
+from .facts import derive, enrollment_problem
 from .io import Item
 from .protocol import Ruleset
 from .record import CandidateRecord, parse_record
@@ -92,7 +92,21 @@ class Screener:
             record = parse_record(item.text, position=item.position)
             return self.record(record, position=item.position)
         except CandidateRecordError as exc:
+            if item.text is not None and "enrollment_date" not in exc.fields:
+                self._add_date_problem(exc, item.text)
             return self.error(exc, item.position)
+
+    def _add_date_problem(self, exc: CandidateRecordError, text: str) -> None:
+        """Name an impossible enrollment_date too when other fields already made the record unreadable."""
+        try:
+            data = json.loads(text)
+            d0 = dt.date.fromisoformat(data["screening_start"])
+            enrollment = dt.date.fromisoformat(data["enrollment_date"])
+        except (ValueError, TypeError, KeyError):
+            return
+        problem = enrollment_problem(d0, enrollment, self.ruleset.parameters)
+        if problem is not None:
+            exc.problems.append(problem)
 
     def error(self, exc: CandidateRecordError, position: str) -> dict[str, Any]:
         return error_row(candidate_id=exc.candidate_id or position, site=exc.site,

@@ -11,7 +11,14 @@ from click.testing import CliRunner
 
 import cli
 import screening
-from screening.generate import DEFAULT_MIX, EXPECTED, OUTCOMES, generate, parse_mix, write_jsonl
+from screening.generate import (
+    DEFAULT_MIX,
+    EXPECTED,
+    OUTCOMES,
+    generate,
+    parse_mix,
+    write_jsonl,
+)
 from screening.io import Item
 
 

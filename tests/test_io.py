@@ -122,3 +122,10 @@ def test_duplicate_candidates_in_a_batch_are_warned_about() -> None:
     rows = _rows("\n".join(lines) + "\n", "jsonl")
     assert "warnings" not in rows[0]
     assert any("second record for candidate A" in w and "line 1" in w for w in rows[2]["warnings"])
+
+
+def test_an_impossible_enrollment_date_is_named_alongside_other_errors() -> None:
+    rec = dict(RECORDS[0], enrollment_date="2023-03-10", birth_date="1950-13-01")
+    row = _rows(json.dumps(rec) + "\n", "jsonl")[0]
+    assert row["decision"] == "error"
+    assert row["error_fields"] == ["birth_date", "enrollment_date"]
