@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
 import click
@@ -43,7 +43,7 @@ def main() -> None:
     """
 
 
-def _progress(rows: Iterator[dict[str, Any]], enabled: bool) -> Iterator[dict[str, Any]]:
+def _progress(rows: Iterator[Mapping[str, Any]], enabled: bool) -> Iterator[Mapping[str, Any]]:
     if not enabled:
         yield from rows
         return

@@ -185,7 +185,7 @@ def screen_parallel(items: Iterable[Item], ruleset: Ruleset, *, workers: int, in
                     row: Mapping[str, Any] = local.error(item.error, item.position)
                     if dupes is not None:
                         dupes(row, item.position)  # type: ignore[arg-type]
-                    yield RenderedRow(dumps(row), row["decision"])  # type: ignore[arg-type]
+                    yield RenderedRow(dumps(row), row["decision"])
                     continue
                 text, decision, candidate_id, site = result
                 if dupes is not None:
