@@ -54,7 +54,7 @@ def _progress(rows: Iterator[Mapping[str, Any]], enabled: bool) -> Iterator[Mapp
 
 
 @main.command()
-@click.argument("source", type=click.File("r", encoding="utf-8-sig"), metavar="PATH|-")
+@click.argument("source", type=click.File("rb"), metavar="PATH|-")
 @rules_option
 @click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default="text", show_default=True,
               help="text: an explanation for a screener; json / jsonl / csv: one row per record.")
@@ -70,7 +70,7 @@ def _progress(rows: Iterator[Mapping[str, Any]], enabled: bool) -> Iterator[Mapp
               help="Processes to screen with; the output is the same for any number.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
-def screen(source: IO[str], rules_spec: str, fmt: str, input_format: str | None, output: IO[str],
+def screen(source: IO[bytes], rules_spec: str, fmt: str, input_format: str | None, output: IO[str],
            include_record: bool, compare_spec: str | None, workers: int, progress: bool | None) -> None:
     """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -57,57 +58,96 @@ def detect_format(name: str | None, head: str) -> str:
     return "csv"
 
 
-def read_records(stream: IO[str], fmt: str | None = None, *, name: str | None = None) -> Iterator[Item]:
-    """Yield one :class:`Item` per record in a text stream (format given, or detected).
+def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: str | None = None) -> Iterator[Item]:
+    """Yield one :class:`Item` per record in a stream (format given, or detected).
+
+    A binary stream is read as UTF-8: in JSON Lines a line that is not valid UTF-8 is one error
+    item and the rest go on; in CSV or a JSON array, where the structure cannot be resynchronised,
+    the first undecodable byte ends the input with one error item.
 
     :raises InputFormatError: the format is unknown or the whole input is unreadable.
     """
-    head = ""
+    binary = isinstance(stream.read(0), bytes)
+    head: Any = b"" if binary else ""
     if fmt is None:
         head = stream.read(_CHUNK)
-        fmt = detect_format(name, head)
+        fmt = detect_format(name, head.decode("utf-8", "replace") if binary else head)
     if fmt not in FORMATS:
         raise InputFormatError(f"unknown input format {fmt!r}{did_you_mean(fmt, FORMATS)}; use one of {', '.join(FORMATS)}")
-    source = _Rewound(head, stream)
     if fmt == "jsonl":
-        return _read_jsonl(source)
-    if fmt == "csv":
-        return _read_csv(source)
-    return _read_json(source)
+        return _read_jsonl(_Rewound(head, stream))
+    if binary:
+        # Undecodable bytes become lone surrogates, so they can be pinned to the row (CSV) or the
+        # array element (JSON) they are in, which becomes an error item; the rest goes on.
+        text = io.TextIOWrapper(io.BufferedReader(_RawChain(head, stream)),  # type: ignore[arg-type]
+                                encoding="utf-8-sig", errors="surrogateescape")
+        source = _Rewound("", text)
+    else:
+        source = _Rewound(head, stream)
+    return _read_csv(source) if fmt == "csv" else _read_json(source)
 
 
-class _Rewound(io.TextIOBase):
-    """A text stream with already-read characters put back in front."""
+class _RawChain(io.RawIOBase):
+    """Bytes already read, then the rest of a binary stream (for io.TextIOWrapper)."""
 
-    def __init__(self, head: str, stream: IO[str]) -> None:
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
         self._head = head
         self._stream = stream
 
-    def read(self, size: int | None = -1) -> str:
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = len(buffer)
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+        else:
+            data = self._stream.read(size)
+        buffer[:len(data)] = data
+        return len(data)
+
+
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _bad_utf8(text: str) -> bool:
+    """Whether text decoded with ``surrogateescape`` held bytes that are not UTF-8."""
+    return _BAD_BYTE.search(text) is not None
+
+
+class _Rewound(io.TextIOBase):
+    """A stream with what was already read put back in front (text, or bytes for JSON Lines)."""
+
+    def __init__(self, head: Any, stream: Any) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, size: int | None = -1) -> Any:
         if self._head:
             if size is None or size < 0:
-                out, self._head = self._head + self._stream.read(), ""
+                out, self._head = self._head + self._stream.read(), self._head[:0]
                 return out
             out, self._head = self._head[:size], self._head[size:]
             return out
         return self._stream.read(-1 if size is None else size)
 
-    def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
+    def readline(self, size: int | None = -1) -> Any:
         if self._head:
-            nl = self._head.find("\n")
+            nl = self._head.find("\n" if isinstance(self._head, str) else b"\n")
             if nl >= 0:
                 out, self._head = self._head[:nl + 1], self._head[nl + 1:]
                 return out
-            out, self._head = self._head, ""
+            out, self._head = self._head, self._head[:0]
             return out + self._stream.readline()
         return self._stream.readline()
 
-    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
-        head, self._head = self._head, ""
+    def __iter__(self) -> Iterator[Any]:
+        head, self._head = self._head, self._head[:0]
         if head:
-            lines = head.split("\n")
+            nl = "\n" if isinstance(head, str) else b"\n"
+            lines = head.split(nl)
             for line in lines[:-1]:
-                yield line + "\n"
+                yield line + nl
             tail = lines[-1]
             if tail:  # the head ended inside a line: finish it from the stream
                 yield tail + self._stream.readline()
@@ -116,6 +156,13 @@ class _Rewound(io.TextIOBase):
 
 def _read_jsonl(stream: _Rewound) -> Iterator[Item]:
     for number, line in enumerate(stream, start=1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError:
+                yield Item(f"line {number}", error=CandidateRecordError([FieldProblem("", "not valid UTF-8")],
+                                                                         position=f"line {number}"))
+                continue
         text = line.strip()
         if not text:
             continue
@@ -188,7 +235,10 @@ def _read_json(stream: _Rewound) -> Iterator[Item]:
                         [FieldProblem("", "not valid JSON; the rest of the input cannot be read")], position=f"index {index}"))
                     return
                 buf, pos = buf[pos:] + more, 0
-        if isinstance(value, dict):
+        if isinstance(value, dict) and _bad_utf8(buf[pos:end]):
+            yield Item(f"index {index}", error=CandidateRecordError([FieldProblem("", "not valid UTF-8")],
+                                                                     position=f"index {index}"))
+        elif isinstance(value, dict):
             yield Item(f"index {index}", buf[pos:end])
         else:
             yield Item(f"index {index}", error=CandidateRecordError([FieldProblem("", "not a JSON object")],
@@ -251,6 +301,9 @@ def _read_csv(stream: _Rewound) -> Iterator[Item]:
         for column, cell in zip(header, row):
             cell = cell.strip()
             if not column or cell == "":
+                continue
+            if _bad_utf8(cell):
+                problems.append(FieldProblem(column, "not valid UTF-8"))
                 continue
             try:
                 value = _csv_value(column, cell)

@@ -158,3 +158,18 @@ def test_compare_with_flags_rows_that_another_set_decides_differently(runner: Cl
     assert rows[0]["criteria_set_check"] == {"set": "registry-2023", "version": "1.0.0", "decision": "eligible",
                                              "category": "randomized", "primary_criterion": "I4", "differs_on": ["E8"]}
     assert "criteria_set_check" not in rows[1]
+
+
+@pytest.mark.parametrize("data, bad", [
+    (b'{"candidate_id":"A","screening_start":"2023-03-01"}\n{"candidate_id":"B\xff","screening_start":"2023-03-01"}\n'
+     b'{"candidate_id":"C","screening_start":"2023-03-01"}\n', "line 2"),
+    (b"candidate_id,screening_start\nA,2023-03-01\nB\xff,2023-03-01\nC,2023-03-01\n", "line 3"),
+    (b'[{"candidate_id":"A","screening_start":"2023-03-01"},{"candidate_id":"B\xff","screening_start":"2023-03-01"},'
+     b'{"candidate_id":"C","screening_start":"2023-03-01"}]', "index 1"),
+])
+def test_bytes_that_are_not_utf8_spoil_one_record_only(runner: CliRunner, data: bytes, bad: str) -> None:
+    result = runner.invoke(cli.main, ["screen", "-", "--format", "jsonl"], input=data)
+    rows = _jsonl(result.stdout)
+    assert result.exit_code == 3
+    assert [r["candidate_id"] for r in rows] == ["A", bad, "C"]
+    assert "not valid UTF-8" in rows[1]["error"]
