@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Mapping
-from typing import IO, Any
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TypeVar
 
 import click
 
@@ -20,6 +20,7 @@ from screening.io import FORMATS, read_records
 from screening.output import OUTPUT_FORMATS, RowWriter
 
 EXIT_RECORD_ERRORS = 3
+T = TypeVar("T")
 
 rules_option = click.option(
     "--rules", "rules_spec", default="paper-2024", show_default=True, metavar="NAME|PATH",
@@ -43,14 +44,17 @@ def main() -> None:
     """
 
 
-def _progress(rows: Iterator[Mapping[str, Any]], enabled: bool) -> Iterator[Mapping[str, Any]]:
+def _progress(things: Iterator[T], enabled: bool, size: Callable[[T], int]) -> Iterator[T]:
+    """Pass things through, with a progress bar on stderr counting ``size(thing)`` records each."""
     if not enabled:
-        yield from rows
+        yield from things
         return
     from tqdm import tqdm
 
-    with tqdm(rows, unit=" records", file=sys.stderr, mininterval=0.5, leave=False) as bar:
-        yield from bar
+    with tqdm(unit=" records", file=sys.stderr, mininterval=0.5, leave=False) as bar:
+        for thing in things:
+            yield thing
+            bar.update(size(thing))
 
 
 @main.command()
@@ -85,21 +89,28 @@ def screen(source: IO[bytes], rules_spec: str, fmt: str, input_format: str | Non
     other = _load(compare_spec) if compare_spec else None
     name = getattr(source, "name", None)
     name = None if not isinstance(name, str) or name in ("-", "<stdin>") else name
+    options: dict[str, Any] = {"include_record": include_record, "compare_with": other}
+    show = sys.stderr.isatty() if progress is None else progress
+    errors = 0
     try:
-        items = read_records(source, input_format, name=name)
-        if workers > 1:
-            from screening.scale import screen_parallel
-            rows = screen_parallel(items, ruleset, workers=workers, include_record=include_record,
-                                   compare_with=other)
-        else:
-            rows = screening.screen_items(items, ruleset, include_record=include_record, compare_with=other)
         writer = RowWriter(output, fmt, ruleset)
-        errors = 0
-        show = sys.stderr.isatty() if progress is None else progress
-        for row in _progress(rows, show):
-            if row["decision"] == "error":
-                errors += 1
-            writer.write(row)
+        if workers > 1:
+            from screening.scale import screen_blocks, screen_file_blocks, shardable
+
+            if shardable(name, input_format):  # workers read the file's lines themselves
+                blocks = screen_file_blocks(str(name), ruleset, workers=workers, **options)
+            else:
+                blocks = screen_blocks(read_records(source, input_format, name=name), ruleset, workers=workers,
+                                       **options)
+            for block in _progress(blocks, show, lambda b: b.count):
+                errors += block.errors
+                writer.write_block(block.text, block.count)
+        else:
+            rows = screening.screen_items(read_records(source, input_format, name=name), ruleset, **options)
+            for row in _progress(rows, show, lambda r: 1):
+                if row["decision"] == "error":
+                    errors += 1
+                writer.write(row)
         writer.close()
     except screening.ScreeningError as exc:
         raise click.ClickException(str(exc)) from None

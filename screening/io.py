@@ -75,7 +75,7 @@ def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: s
     if fmt not in FORMATS:
         raise InputFormatError(f"unknown input format {fmt!r}{did_you_mean(fmt, FORMATS)}; use one of {', '.join(FORMATS)}")
     if fmt == "jsonl":
-        return _read_jsonl(_Rewound(head, stream))
+        return read_jsonl_lines(_Rewound(head, stream))
     if binary:
         # Undecodable bytes become lone surrogates, so they can be pinned to the row (CSV) or the
         # array element (JSON) they are in, which becomes an error item; the rest goes on.
@@ -154,8 +154,12 @@ class _Rewound(io.TextIOBase):
         yield from self._stream  # the rest at the stream's own (C) speed
 
 
-def _read_jsonl(stream: _Rewound) -> Iterator[Item]:
-    for number, line in enumerate(stream, start=1):
+def read_jsonl_lines(lines: Iterable[str | bytes], first_line: int = 1) -> Iterator[Item]:
+    """Items from JSON Lines lines (text, or bytes read as UTF-8), numbered from ``first_line``.
+
+    Blank lines are not records; a line that is not one JSON object, or not UTF-8, is an error item.
+    """
+    for number, line in enumerate(lines, start=first_line):
         if isinstance(line, bytes):
             try:
                 line = line.decode("utf-8")

@@ -111,6 +111,22 @@ class RowWriter:
             self._write(("\n" if self._count else "") + text_block(row, self.ruleset))
         self._count += 1
 
+    def write_block(self, text: str, count: int) -> None:
+        """Write ``count`` rows given as JSON Lines text (each row ending in a newline)."""
+        if not count:
+            return
+        if self.fmt == "jsonl":
+            self.flush()
+            self._write(text)
+        elif self.fmt == "json":  # row texts never hold a raw newline, so it separates rows
+            self.flush()
+            self._write(("[\n" if self._count == 0 else ",\n") + text[:-1].replace("\n", ",\n"))
+        else:
+            for line in text.split("\n")[:count]:
+                self.write(orjson.loads(line))
+            return
+        self._count += count
+
     def write_all(self, rows: Iterable[Mapping[str, Any]]) -> None:
         for row in rows:
             self.write(row)

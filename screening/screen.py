@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from hashlib import blake2b as _blake2b
 from typing import Any, Protocol
 
@@ -182,36 +182,67 @@ class DuplicateCheck:
                 self._keys[slot] = key
                 self._firsts[slot] = first
 
+    @staticmethod
+    def digest(site: str | None, candidate_id: Any) -> int:
+        """The candidate's 8-byte key (never 0)."""
+        key = f"{site or ''}\0{candidate_id}".encode()
+        return int.from_bytes(_blake2b(key, digest_size=8).digest(), "little") or 1
+
+    @classmethod
+    def counts(cls, row: Mapping[str, Any]) -> bool:
+        """Whether a row takes part: an error row whose id is only its position does not."""
+        return not (row.get("decision") == "error" and str(row.get("candidate_id", "")).startswith(cls._KINDS))
+
     def first_seen(self, site: str | None, candidate_id: Any, position: str) -> str | None:
         """Where this candidate was first seen in the batch (None: this is the first time)."""
-        key = f"{site or ''}\0{candidate_id}".encode()
-        digest = int.from_bytes(_blake2b(key, digest_size=8).digest(), "little") or 1
+        code = self.first_seen_code(self.digest(site, candidate_id), self._encode(position))
+        return None if code is None else self._decode(code)
+
+    def first_seen_code(self, digest: int, position_code: int) -> int | None:
+        """As :meth:`first_seen`, with the digest and an encoded position (see :meth:`line_code`)."""
         keys = self._keys
         slot = digest & (self._size - 1)
         if keys[slot]:  # taken: this candidate, or another one's probe sequence
             slot = self._slot(digest)
             if keys[slot]:
-                return self._decode(self._firsts[slot])
+                return self._firsts[slot]
         keys[slot] = digest
-        self._firsts[slot] = self._encode(position)
+        self._firsts[slot] = position_code
         self._used += 1
         if 2 * self._used > self._size:
             self._grow()
         return None
 
+    @classmethod
+    def line_code(cls, line: int) -> int:
+        """The encoded position ``line N``."""
+        return (cls._KIND_IDS["line"] << 56) | line
+
+    def position(self, code: int) -> str:
+        """The position an encoded position stands for."""
+        return self._decode(code)
+
+    def encode(self, position: str) -> int:
+        """A position (``line 17``, ``index 3``, …) as a number the table can hold."""
+        return self._encode(position)
+
     def __call__(self, row: dict[str, Any], position: str) -> dict[str, Any]:
-        if row.get("decision") == "error" and row.get("candidate_id", "").startswith(("line ", "index ", "record ")):
+        if not self.counts(row):
             return row
         first = self.first_seen(row.get("site"), row.get("candidate_id"), position)
         if first is not None:
-            warnings = row.setdefault("warnings", [])
-            warnings.append(f"a second record for candidate {row.get('candidate_id')} at site "
-                            f"{row.get('site') or '(none)'} in this batch (first at {first or 'an earlier row'})")
-            if "ruleset" in row:  # keep the field order stable: warnings before the stamp
-                for key_ in ("ruleset", "parameters", "record"):
-                    if key_ in row:
-                        row[key_] = row.pop(key_)
+            add_duplicate_warning(row, first)
         return row
+
+
+def add_duplicate_warning(row: dict[str, Any], first: str) -> None:
+    """The warning on a second record for a candidate in one batch, placed before the stamp."""
+    warnings = row.setdefault("warnings", [])
+    warnings.append(f"a second record for candidate {row.get('candidate_id')} at site "
+                    f"{row.get('site') or '(none)'} in this batch (first at {first or 'an earlier row'})")
+    if "ruleset" in row:  # keep the field order stable: warnings before the stamp
+        for key_ in [k for k in row if k in ("ruleset", "parameters", "criteria_set_check", "record")]:
+            row[key_] = row.pop(key_)
 
 
 def screen_items(items: Iterable[Item], ruleset: Ruleset, *, evaluator: Evaluator | None = None,

@@ -155,3 +155,31 @@ def test_duplicate_check_remembers_first_positions_through_growth() -> None:
     odd = DuplicateCheck()
     odd({"candidate_id": "Z", "site": None, "decision": "eligible"}, "line 007")
     assert odd({"candidate_id": "Z", "site": None, "decision": "eligible"}, "x")["warnings"][0].endswith("(first at line 007)")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
+def test_workers_reading_the_file_themselves_match_one_worker(generated: str, paper: screening.Ruleset,
+                                                              tmp_path, fmt: str) -> None:
+    """The file path: blank lines, CRLF, a BOM, bytes that are not UTF-8, duplicates, unreadable lines."""
+    from screening.scale import screen_file_blocks
+
+    lines = generated.encode("utf-8").split(b"\n")
+    lines[0] = b"\xef\xbb\xbf" + lines[0]
+    lines[123] += b"\r"
+    lines[2500:2500] = [b"", b"   ", b'{"candidate_id": "BAD\xff", "screening_start": "2023-03-01"}']
+    path = tmp_path / "batch.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    with path.open("rb") as f:
+        one = _render(screening.screen_items(read_records(f, "jsonl"), paper), paper, fmt)
+    out = io.StringIO()
+    writer = RowWriter(out, fmt, paper)
+    errors = 0
+    for block in screen_file_blocks(str(path), paper, workers=2, chunk_size=333):
+        errors += block.errors
+        writer.write_block(block.text, block.count)
+    writer.close()
+    assert out.getvalue() == one
+    if fmt == "jsonl":
+        rows = [json.loads(line) for line in one.splitlines()]
+        assert errors == sum(r["decision"] == "error" for r in rows) >= 4
+        assert any(r["candidate_id"] == "line 2503" and "UTF-8" in r["error"] for r in rows)
