@@ -221,7 +221,9 @@ def render(counts: ConsortCounts, expected: dict[str, Any] | None = None) -> str
     out.append("Per criterion (precedence order)      met  not_met  unknown  review  primary  excluded-by-this-only")
     for cid in counts.ruleset.precedence:
         c = counts.criteria.get(cid, Counter())
-        out.append(f"  {cid:<4} {counts.ruleset.criteria[cid].title[:30]:<30} {c['met']:>5} {c['not_met']:>8} "
+        title = counts.ruleset.criteria[cid].title
+        title = title if len(title) <= 30 else title[:29] + "…"
+        out.append(f"  {cid:<4} {title:<30} {c['met']:>5} {c['not_met']:>8} "
                    f"{c['unknown']:>8} {c['review']:>7} {counts.primary[cid]:>8} {counts.only_reason[cid]:>22}")
     if expected is not None:
         diffs = compare(counts, expected)
