@@ -174,7 +174,7 @@ def test_workers_reading_the_file_themselves_match_one_worker(generated: str, pa
     out = io.StringIO()
     writer = RowWriter(out, fmt, paper)
     errors = 0
-    for block in screen_file_blocks(str(path), paper, workers=2, chunk_size=333):
+    for block in screen_file_blocks(str(path), paper, workers=2, chunk_bytes=150_000):
         errors += block.errors
         writer.write_block(block.text, block.count)
     writer.close()
@@ -183,3 +183,17 @@ def test_workers_reading_the_file_themselves_match_one_worker(generated: str, pa
         rows = [json.loads(line) for line in one.splitlines()]
         assert errors == sum(r["decision"] == "error" for r in rows) >= 4
         assert any(r["candidate_id"] == "line 2503" and "UTF-8" in r["error"] for r in rows)
+
+
+@pytest.mark.parametrize("tail", [b"", b"\n", b"\n\n"])
+def test_a_small_file_with_or_without_a_final_newline(paper: screening.Ruleset, tmp_path, tail: bytes) -> None:
+    from screening.scale import screen_file_blocks
+
+    lines = (FIXTURES / "figure1" / "candidates.jsonl").read_bytes().split(b"\n")[:5]
+    path = tmp_path / "small.jsonl"
+    path.write_bytes(b"\n".join(lines) + tail)
+    with path.open("rb") as f:
+        one = _render(screening.screen_items(read_records(f, "jsonl"), paper), paper)
+    blocks = list(screen_file_blocks(str(path), paper, workers=2, chunk_bytes=100))
+    assert "".join(b.text for b in blocks) == one
+    assert sum(b.count for b in blocks) == 5 and len(blocks) > 1
