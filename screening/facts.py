@@ -106,19 +106,6 @@ def matches_terms(text: str, seq: tuple[str, ...], latin: tuple[tuple[str, ...],
     return False
 
 
-def in_class(med: Medication, seq: tuple[str, ...], cls: DrugClass) -> bool:
-    """Whether a medication entry belongs to a drug class: by ATC, RxNorm or ingredient words."""
-    if med.atc:
-        code = med.atc.upper().replace(" ", "")
-        if any(code.startswith(p) for p in cls.atc) and not any(code.startswith(p) for p in cls.atc_exclude):
-            return True
-    if med.rxnorm and med.rxnorm in cls.rxnorm:
-        return True
-    if matches_terms(med.name, seq, cls.names, cls.cjk_names):
-        return not any(_contains(seq, veto) for veto in cls.names_exclude)
-    return False
-
-
 def site_status(site: str | None, sites: SiteList) -> str:
     if site is None or not site.strip():
         return "unknown"
@@ -126,7 +113,12 @@ def site_status(site: str | None, sites: SiteList) -> str:
 
 
 class DrugClassifier:
-    """Which drug classes of a ruleset a medication entry belongs to, as :func:`in_class` decides.
+    """Which drug classes of a ruleset a medication entry belongs to.
+
+    An entry belongs to a class when its ATC code starts with one of the class's ATC prefixes (and
+    none of its excluded ones; compared upper case without spaces), its RxCUI is one of the class's,
+    or its name contains one of the class's terms as consecutive words (a CJK term as a substring)
+    and none of its veto phrases.
 
     Memoised by (name, atc, rxnorm) — class membership depends on nothing else — with a bounded
     memo (cleared when full), so memory stays flat on any input. Name terms are indexed by their
