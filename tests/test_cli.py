@@ -173,3 +173,14 @@ def test_bytes_that_are_not_utf8_spoil_one_record_only(runner: CliRunner, data: 
     assert result.exit_code == 3
     assert [r["candidate_id"] for r in rows] == ["A", bad, "C"]
     assert "not valid UTF-8" in rows[1]["error"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_duplicate_check_can_be_turned_off(runner: CliRunner, tmp_path: Path, workers: str) -> None:
+    path = tmp_path / "twice.jsonl"
+    path.write_text(json.dumps(base_record(candidate_id="D")) + "\n" + json.dumps(base_record(candidate_id="D")) + "\n")
+    on = _jsonl(runner.invoke(cli.main, ["screen", str(path), "--format", "jsonl", "--workers", workers]).output)
+    off = _jsonl(runner.invoke(cli.main, ["screen", str(path), "--format", "jsonl", "--workers", workers,
+                                          "--no-check-duplicates"]).output)
+    assert "a second record for candidate D" in on[1]["warnings"][0]
+    assert "warnings" not in off[1]
