@@ -1,6 +1,8 @@
 """nlc-screen: eligibility screening for the vitamin K2 nocturnal leg cramps trial (NCT05547750).
 
-The public surface; the CLI and the HTTP API use only these names.
+The public surface: the names a program embedding nlc-screen needs. The modules behind them
+(``screening.io``, ``output``, ``audit``, ``scale``, ``generate``) are importable for the CLI and
+for callers who want a single step.
 """
 
 from .errors import (
@@ -10,6 +12,7 @@ from .errors import (
     RuleDefinitionError,
     RulesetNotFound,
     ScreeningError,
+    WorkerError,
 )
 from .protocol import Ruleset, available_rulesets, load_ruleset
 from .record import CandidateRecord, parse_record, record_json_schema
@@ -31,4 +34,5 @@ __all__ = [
     "record_json_schema",
     "screen_items",
     "screen_one",
+    "WorkerError",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -70,6 +70,13 @@ class ConsortCounts:
             problems.append(f"rows with categories this ruleset does not know: {sorted(unknown)}")
         if len(self.stamps) > 1:
             problems.append(f"rows come from {len(self.stamps)} criteria sets: {', '.join(sorted(self.stamps))}")
+        mine = f"{self.ruleset.name} {self.ruleset.version} {self.ruleset.sha256[:12]}"
+        other = sum(n for stamp, n in self.stamps.items() if stamp != mine)
+        if other:
+            problems.append(f"{other} row(s) were not made with the criteria set counted with ({mine}); "
+                            "re-screen them, or pass the set they were made with to --rules")
+        if self.rows == 0:
+            problems.append("no decision rows in the input")
         return problems
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,7 +97,7 @@ def count(rows: Iterable[dict[str, Any]], ruleset: Ruleset) -> ConsortCounts:
     for row in rows:
         counts.rows += 1
         stamp = row.get("ruleset") or {}
-        counts.stamps[f"{stamp.get('name')} {stamp.get('version')}"] += 1
+        counts.stamps[f"{stamp.get('name')} {stamp.get('version')} {str(stamp.get('sha256'))[:12]}"] += 1
         if row.get("decision") == "error":
             counts.errors += 1
             continue
@@ -111,43 +118,43 @@ def count(rows: Iterable[dict[str, Any]], ruleset: Ruleset) -> ConsortCounts:
     return counts
 
 
-def read_rows(stream: IO[str], *, name: str = "input") -> Iterable[dict[str, Any]]:
-    """Decision rows from JSON Lines or a JSON array.
+def read_rows(stream: IO[str], *, name: str = "input") -> Iterator[dict[str, Any]]:
+    """Decision rows from JSON Lines (streamed) or a JSON array (read whole).
 
-    :raises InputFormatError: naming the line that is not a decision row.
+    :raises InputFormatError: naming the line (or index) that is not a decision row.
     """
-    first = stream.read(1)
-    while first and first.isspace():
-        first = stream.read(1)
-    if not first:
-        return
-    if first == "[":
-        try:
-            data = json.loads(first + stream.read())
-        except ValueError as exc:
-            raise InputFormatError(f"{name}: not valid JSON: {exc}") from None
-        for index, row in enumerate(data):
-            yield _check_row(row, f"{name} index {index}")
-        return
-    line_no = 0
-    pending = first
-    for line in iter(stream.readline, ""):
-        line_no += 1
-        text = (pending + line).strip()
-        pending = ""
+    lines = iter(stream.readline, "")
+    for number, line in enumerate(lines, start=1):
+        text = line.strip().lstrip("\ufeff")
         if not text:
             continue
+        if text.startswith("["):
+            try:
+                data = json.loads(text + "".join(lines))
+            except (ValueError, RecursionError) as exc:
+                raise InputFormatError(f"{name}: not valid JSON: {exc}") from None
+            for index, row in enumerate(data if isinstance(data, list) else [data]):
+                yield _check_row(row, f"{name} index {index}")
+            return
         try:
             row = json.loads(text)
-        except ValueError:
-            raise InputFormatError(f"{name} line {line_no}: not a JSON decision row") from None
-        yield _check_row(row, f"{name} line {line_no}")
+        except (ValueError, RecursionError):
+            raise InputFormatError(f"{name} line {number}: not a JSON decision row") from None
+        yield _check_row(row, f"{name} line {number}")
 
 
 def _check_row(row: Any, where: str) -> dict[str, Any]:
-    if not isinstance(row, dict) or "decision" not in row or "category" not in row:
+    if not isinstance(row, dict) or not isinstance(row.get("decision"), str) or not isinstance(row.get("category"), str):
         raise InputFormatError(f"{where}: not a decision row (needs 'decision' and 'category'); "
                                "did you pass candidate records instead of `nlc-screen screen` output?")
+    stamp = row.get("ruleset")
+    if stamp is not None and not (isinstance(stamp, dict) and all(isinstance(stamp.get(k), str)
+                                                                   for k in ("name", "version", "sha256"))):
+        raise InputFormatError(f"{where}: 'ruleset' must be {{name, version, sha256}}")
+    criteria = row.get("criteria", {})
+    if not isinstance(criteria, dict) or not all(isinstance(v, dict) and isinstance(v.get("status"), str)
+                                                 for v in criteria.values()):
+        raise InputFormatError(f"{where}: 'criteria' must map criterion ids to {{status, reason}}")
     return row
 
 
@@ -198,7 +205,7 @@ def render(counts: ConsortCounts, expected: dict[str, Any] | None = None) -> str
             text += "   ok" if want[box] == value else f"   expected {want[box]}  <-- differs"
         return text
 
-    stamps = ", ".join(sorted(counts.stamps)) or "none"
+    stamps = ", ".join(sorted(counts.stamps)) or "no rows"
     out = [f"CONSORT enrollment — decisions from {stamps}", ""]
     out.append(line("Assessed for eligibility", "assessed"))
     out.append(line("Excluded", "excluded", 2))

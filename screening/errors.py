@@ -7,9 +7,10 @@
     ├── RulesetNotFound            --rules NAME|PATH names no criteria set
     ├── CandidateRecordError       one input record cannot be read (names its position and field path)
     ├── InputFormatError           a whole input cannot be read (unknown format, unreadable file)
-    └── EngineError                the rules engine failed (durable_rules' own errors are translated here)
+    ├── EngineError                the rules engine failed (durable_rules' own errors are translated here)
+    └── WorkerError                a worker process of ``--workers N`` died or failed; the batch stops
 
-The CLI and the HTTP API translate these once, at their edge. A ``CandidateRecordError`` never
+The CLI (and any HTTP front end to come) translates these once, at its edge. A ``CandidateRecordError`` never
 stops a batch: it becomes that record's ``error`` row.
 """
 
@@ -89,6 +90,10 @@ class InputFormatError(ScreeningError):
 
 class EngineError(ScreeningError):
     """The rules engine failed. Raised only by screening.engine, which translates durable_rules' errors."""
+
+
+class WorkerError(ScreeningError):
+    """A worker process died or failed while screening; the message names the records in flight."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

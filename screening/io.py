@@ -49,11 +49,12 @@ def detect_format(name: str | None, head: str) -> str:
     if stripped.startswith("["):
         return "json"
     if stripped.startswith("{"):
-        first_line = stripped.split("\n", 1)[0]
-        try:
-            json.loads(first_line)
+        if "\n" not in stripped:  # one line, perhaps longer than the head: JSON Lines either way
             return "jsonl"
-        except ValueError:
+        try:  # a complete first line that parses is JSON Lines; a pretty-printed object is not
+            json.loads(stripped.split("\n", 1)[0])
+            return "jsonl"
+        except (ValueError, RecursionError):
             return "json"
     return "csv"
 
@@ -177,7 +178,7 @@ def read_jsonl_lines(lines: Iterable[str | bytes], first_line: int = 1) -> Itera
                 value = json.loads(text)
                 what = ("a JSON array, not a record (one JSON object per line)" if isinstance(value, list)
                         else "not a JSON object")
-            except ValueError:
+            except (ValueError, RecursionError):
                 what = "not valid JSON"
             yield Item(f"line {number}", error=CandidateRecordError([FieldProblem("", what)],
                                                                      position=f"line {number}"))
@@ -193,9 +194,8 @@ def _read_json(stream: _Rewound) -> Iterator[Item]:
         pos += 1
     if pos >= len(buf):
         return
-    if buf[pos] == "{":  # one record
-        text = buf[pos:] + stream.read()
-        yield Item("record 1", text)
+    if buf[pos] == "{":  # one object, or several one after another (e.g. JSON Lines in a .json file)
+        yield from _read_objects(buf + stream.read(), pos, decoder)
         return
     if buf[pos] != "[":
         yield Item("index 0", error=CandidateRecordError([FieldProblem("", "input is neither a JSON object nor a JSON array")],
@@ -218,6 +218,15 @@ def _read_json(stream: _Rewound) -> Iterator[Item]:
             buf, pos = buf[pos:] + more, 0
         ch = buf[pos]
         if ch == "]":
+            rest = buf[pos + 1:].strip()
+            while not rest:
+                more = stream.read(_CHUNK)
+                if not more:
+                    return
+                rest = more.strip()
+            yield Item(f"index {index}", error=CandidateRecordError(
+                [FieldProblem("", "more input after the end of the JSON array; it cannot be read as records "
+                                  "(use one array, or JSON Lines)")], position=f"after index {index - 1}"))
             return
         if expect_comma:
             if ch != ",":
@@ -232,6 +241,11 @@ def _read_json(stream: _Rewound) -> Iterator[Item]:
             try:
                 value, end = decoder.raw_decode(buf, pos)
                 break
+            except RecursionError:
+                yield Item(f"index {index}", error=CandidateRecordError(
+                    [FieldProblem("", "nested too deeply to read; the rest of the input cannot be read")],
+                    position=f"index {index}"))
+                return
             except json.JSONDecodeError:
                 more = stream.read(_CHUNK)
                 if not more:
@@ -252,6 +266,29 @@ def _read_json(stream: _Rewound) -> Iterator[Item]:
         expect_comma = True
         if pos > _CHUNK:
             buf, pos = buf[pos:], 0
+
+
+def _read_objects(text: str, pos: int, decoder: json.JSONDecoder) -> Iterator[Item]:
+    """JSON objects one after another (whitespace between): one item each, ``record 1``, ``record 2``…"""
+    number = 0
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        if pos >= len(text):
+            return
+        number += 1
+        position = f"record {number}"
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except (json.JSONDecodeError, RecursionError):
+            yield Item(position, error=CandidateRecordError(
+                [FieldProblem("", "not valid JSON; the rest of the input cannot be read")], position=position))
+            return
+        if isinstance(value, dict):
+            yield Item(position, text[pos:end])
+        else:
+            yield Item(position, error=CandidateRecordError([FieldProblem("", "not a JSON object")], position=position))
+        pos = end
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,6 +314,11 @@ def _read_csv(stream: _Rewound) -> Iterator[Item]:
     except csv.Error as exc:
         raise InputFormatError(f"CSV header cannot be read: {exc}") from None
     header = [h.strip().lstrip("\ufeff") for h in header]
+    if "" in header:
+        raise InputFormatError(f"CSV header: column {header.index('') + 1} has no name")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise InputFormatError(f"CSV header: {', '.join(map(repr, repeated))} appear(s) more than once")
     known = set(csv_columns())
     unknown = [h for h in header if h and h not in known]
     if unknown:
@@ -304,7 +346,7 @@ def _read_csv(stream: _Rewound) -> Iterator[Item]:
         problems: list[FieldProblem] = []
         for column, cell in zip(header, row):
             cell = cell.strip()
-            if not column or cell == "":
+            if cell == "":
                 continue
             if _bad_utf8(cell):
                 problems.append(FieldProblem(column, "not valid UTF-8"))
@@ -333,20 +375,16 @@ def _csv_value(column: str, cell: str) -> Any:
             return low == "true"
         raise ValueError("must be true or false")
     if column in _INT_COLUMNS:
-        if cell.isdigit():
+        if cell.isascii() and cell.isdigit():
             return int(cell)
         raise ValueError("must be a whole number")
     if column in _JSON_COLUMNS:
         try:
             value = json.loads(cell)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ValueError("must be a JSON array of objects") from None
         if not isinstance(value, list):
             raise ValueError("must be a JSON array of objects")
         return value
     return cell
 
-
-def iter_lines(stream: IO[str]) -> Iterable[str]:
-    """Lines of a text stream, for readers of decision rows (audit)."""
-    return iter(stream.readline, "")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import IO, Any
 
 import orjson
@@ -126,10 +126,6 @@ class RowWriter:
                 self.write(orjson.loads(line))
             return
         self._count += count
-
-    def write_all(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        for row in rows:
-            self.write(row)
 
     def flush(self) -> None:
         if self._pending:

@@ -208,7 +208,7 @@ def resolve(spec: str) -> Path:
                           f"available: {', '.join(v for v, _ in versions)}")
 
 
-_CACHE: dict[tuple[str, float], Ruleset] = {}
+_CACHE: dict[tuple[str, tuple[tuple[str, int], ...]], Ruleset] = {}
 #: PyYAML's C loader when it was built with libyaml (six times faster at start-up), else the pure one.
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -216,11 +216,15 @@ _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def load_ruleset(spec: str | Path = DEFAULT_RULESET) -> Ruleset:
     """Load and validate a criteria set by name, ``name@version`` or path.
 
+    Loaded sets are kept per process; an edit to the set or to any YAML file beside it or below
+    (its value sets) loads it afresh.
+
     :raises RulesetNotFound: nothing matches ``spec``.
     :raises RuleDefinitionError: the set or one of its value sets is invalid; names file, criterion, field.
     """
     path = resolve(str(spec))
-    key = (str(path.resolve()), path.stat().st_mtime)
+    stamps = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in path.parent.rglob("*.yaml")))
+    key = (str(path.resolve()), stamps)
     if key not in _CACHE:
         _CACHE[key] = _Loader(path).load()
     return _CACHE[key]
@@ -554,6 +558,7 @@ class _Loader:
         expanded = subst(templates[tname])
         if not isinstance(expanded, dict):
             raise self.fail(f"template {tname!r} must be a mapping", criterion=cid, field="template")
+        self._keys(expanded, set(), {"ask", "default", "rules"}, where=f"templates.{tname}.", criterion=cid)
         return expanded
 
     def _status(self, value: Any, cid: str, where: str) -> str:

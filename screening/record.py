@@ -41,12 +41,14 @@ class _Model(BaseModel):
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+#: A calendar date in a range where date arithmetic (D0 + 14, look-backs) cannot overflow.
+Date = Annotated[dt.date, Field(ge=dt.date(1800, 1, 1), le=dt.date(2199, 12, 31))]
 
 
 class Episode(_Model):
     """One cramp episode in the screening diary."""
 
-    night_of: dt.date = Field(description="The evening the sleep period began (a cramp at 02:00 belongs to the previous date).")
+    night_of: Date = Field(description="The evening the sleep period began (a cramp at 02:00 belongs to the previous date).")
     duration_min: Annotated[float, Field(ge=0)] | None = None
     severity: Annotated[int, Field(ge=1, le=10)] | None = None
     leg: Literal["left", "right", "both"] | None = None
@@ -100,8 +102,8 @@ class Medication(_Model):
     name: NonEmpty
     atc: Annotated[str, Field(pattern=r"^[A-Za-z][0-9A-Za-z ]{0,9}$")] | None = None
     rxnorm: Annotated[str, Field(pattern=r"^[0-9]+$")] | None = None
-    start_date: dt.date | None = None
-    stop_date: dt.date | None = None
+    start_date: Date | None = None
+    stop_date: Date | None = None
     ongoing: bool | None = None
 
     @model_validator(mode="after")
@@ -116,9 +118,9 @@ class CandidateRecord(_Model):
 
     candidate_id: NonEmpty
     site: str | None = None
-    screening_start: dt.date
-    enrollment_date: dt.date | None = None
-    birth_date: dt.date | None = None
+    screening_start: Date
+    enrollment_date: Date | None = None
+    birth_date: Date | None = None
     sex: Literal["female", "male", "other"] | None = None
     diary: Diary | None = None
     nlc_assessment: NlcAssessment | None = None
@@ -127,7 +129,7 @@ class CandidateRecord(_Model):
     medications: list[Medication] | None = None
     consent: Consent | None = None
     # Optional fields added by nlc-screen (allowed by the contract):
-    deceased_date: dt.date | None = Field(
+    deceased_date: Date | None = Field(
         default=None, description="Set by importers for a deceased patient; the decision warns.")
 
     @field_validator("birth_date")
@@ -219,7 +221,7 @@ def record_error(exc: ValidationError, text: str | bytes | dict[str, Any], posit
     if not isinstance(text, dict):
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
     if isinstance(data, dict):
         cid = data.get("candidate_id")

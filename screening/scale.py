@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from .errors import ScreeningError
+from .errors import ScreeningError, WorkerError
 from .io import Item, detect_format, read_jsonl_lines
 from .output import dumps
 from .protocol import Ruleset
@@ -71,10 +71,6 @@ def _keep_freed_memory() -> None:
         libc.mallopt(m_mmap_threshold, 64 << 20)
     except (OSError, AttributeError):  # pragma: no cover - not glibc
         pass
-
-
-class WorkerError(ScreeningError):
-    """A worker process died or failed while screening; the batch stops with this message."""
 
 
 @dataclass
@@ -361,11 +357,3 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
             process.join(timeout=5)
         except (OSError, ValueError, AttributeError):  # pragma: no cover
             pass
-
-
-def default_workers() -> int:
-    """The number of CPUs this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1

@@ -20,7 +20,7 @@ from hashlib import blake2b as _blake2b
 from typing import Any, Protocol
 
 from .decision import Decider, error_row
-from .errors import CandidateRecordError
+from .errors import CandidateRecordError, FieldProblem
 from .facts import derive, enrollment_problem
 from .io import Item
 from .protocol import Ruleset
@@ -95,6 +95,9 @@ class Screener:
             if item.text is not None and "enrollment_date" not in exc.fields:
                 self._add_date_problem(exc, item.text)
             return self.error(exc, item.position)
+        except (ValueError, OverflowError, RecursionError) as exc:  # a backstop: one record, never the batch
+            problem = FieldProblem("", f"could not be screened ({type(exc).__name__}); check its dates and nesting")
+            return self.error(CandidateRecordError([problem], position=item.position), item.position)
 
     def _add_date_problem(self, exc: CandidateRecordError, text: str) -> None:
         """Name an impossible enrollment_date too when other fields already made the record unreadable."""
@@ -102,7 +105,7 @@ class Screener:
             data = json.loads(text)
             d0 = dt.date.fromisoformat(data["screening_start"])
             enrollment = dt.date.fromisoformat(data["enrollment_date"])
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             return
         problem = enrollment_problem(d0, enrollment, self.ruleset.parameters)
         if problem is not None:

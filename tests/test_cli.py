@@ -184,3 +184,24 @@ def test_duplicate_check_can_be_turned_off(runner: CliRunner, tmp_path: Path, wo
                                           "--no-check-duplicates"]).output)
     assert "a second record for candidate D" in on[1]["warnings"][0]
     assert "warnings" not in off[1]
+
+
+def test_audit_flags_rows_made_with_another_criteria_set(runner: CliRunner) -> None:
+    screened = runner.invoke(cli.main, ["screen", str(FIGURE1), "--format", "jsonl", "--rules", "registry-2023"])
+    result = runner.invoke(cli.main, ["audit", "-", "--rules", "paper-2024"], input=screened.output)
+    assert result.exit_code == 1
+    assert "310 row(s) were not made with the criteria set counted with (paper-2024 1.0.0" in result.output
+
+
+def test_audit_of_nothing_fails(runner: CliRunner) -> None:
+    result = runner.invoke(cli.main, ["audit", "-"], input="\n\n")
+    assert result.exit_code == 1
+    assert "no decision rows in the input" in result.output
+
+
+def test_audit_names_the_real_line(runner: CliRunner) -> None:
+    screened = runner.invoke(cli.main, ["screen", str(FIGURE1), "--format", "jsonl"]).output.splitlines()
+    text = "\n\n" + "\n".join(screened[:2]) + "\n{oops\n"
+    result = runner.invoke(cli.main, ["audit", "-"], input=text)
+    assert result.exit_code == 1
+    assert "input line 5: not a JSON decision row" in result.output

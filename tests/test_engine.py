@@ -34,7 +34,7 @@ def random_facts(rs: screening.Ruleset, rng: random.Random) -> dict[str, Any]:
 @pytest.mark.parametrize("name", ["paper-2024", "registry-2023"])
 def test_engine_agrees_with_plain_python_on_random_facts(name: str) -> None:
     rs = screening.load_ruleset(name)
-    engine, python = shared_evaluator(rs), PythonEvaluator(rs)
+    engine, python = DurableEvaluator(rs, memo_size=0), PythonEvaluator(rs)  # no memo: ask the engine each time
     rng = random.Random(20241028)
     for _ in range(3000):
         facts = random_facts(rs, rng)
@@ -65,7 +65,7 @@ def test_every_rule_is_guarded() -> None:
 
 
 def test_a_fact_that_fires_nothing_is_a_normal_outcome(paper: screening.Ruleset) -> None:
-    evaluator = DurableEvaluator(paper)
+    evaluator = DurableEvaluator(paper, memo_size=0)
     clean = {"age_years": 70, "episodes_in_window": 3, "diary_nights": 14, "nlc_confirmed": "yes",
              "differentials_explaining": 0, "differentials_unassessed": 0, "differentials_coexisting": 0,
              "med_history": "taken", "consent": "signed"}
@@ -79,7 +79,7 @@ def test_a_fact_that_fires_nothing_is_a_normal_outcome(paper: screening.Ruleset)
 
 
 def test_screening_twice_gives_the_same_row(paper: screening.Ruleset) -> None:
-    screener = screening.Screener(paper)
+    screener = screening.Screener(paper, evaluator=DurableEvaluator(paper, memo_size=0))
     rec = screening.parse_record(json.dumps(base_record()))
     assert screener.record(rec) == screener.record(rec)
 
@@ -87,12 +87,12 @@ def test_screening_twice_gives_the_same_row(paper: screening.Ruleset) -> None:
 def test_threads_share_one_engine_safely(paper: screening.Ruleset) -> None:
     texts = [json.dumps(base_record(candidate_id=f"T{i}", birth_date=f"19{50 + i % 15}-01-01",
                                     consent=["signed", "pending", "declined"][i % 3])) for i in range(300)]
-    screener = screening.Screener(paper)
-    expected = [screening.screen_one(t, paper) for t in texts]
+    engine = DurableEvaluator(paper, memo_size=0)  # every call reaches the engine, from every thread
+    expected = [screening.screen_one(t, paper, evaluator=PythonEvaluator(paper)) for t in texts]
     results: dict[int, list[dict[str, Any]]] = {}
 
     def work(k: int) -> None:
-        results[k] = [screening.screen_one(t, paper) for t in texts]
+        results[k] = [screening.screen_one(t, paper, evaluator=engine) for t in texts]
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
     for t in threads:
@@ -100,7 +100,7 @@ def test_threads_share_one_engine_safely(paper: screening.Ruleset) -> None:
     for t in threads:
         t.join(timeout=60)
     assert all(results[k] == expected for k in range(4))
-    assert screener.evaluator is shared_evaluator(paper)
+    assert screening.Screener(paper).evaluator is shared_evaluator(paper)
 
 
 def _child(text: str) -> str:

@@ -56,4 +56,4 @@ def test_golden_case(path: Path) -> None:
     else:
         # a reasoned decision: every criterion has a status and a sentence
         assert set(row["criteria"]) == set(screening.load_ruleset(case.get("rules", "paper-2024")).criteria)
-        assert all(r["reason"] and "unknown}" not in r["reason"] for r in row["criteria"].values())
+        assert all(r["reason"] and "{" not in r["reason"] and "${" not in r["reason"] for r in row["criteria"].values())

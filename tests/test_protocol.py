@@ -78,6 +78,8 @@ def test_unknown_criterion_field_is_caught(tmp_path: Path) -> None:
     (lambda d: _criterion(d, "I1")["rules"][0].update(when={"age_years": {"between": 3}}), "unknown operator 'between'"),
     (lambda d: _criterion(d, "E1").update(template={"name": "condition_presense", "key": "x", "label": "y"}),
      "did you mean 'condition_presence'"),
+    (lambda d: d["templates"]["condition_presence"].update(rulez=d["templates"]["condition_presence"].pop("rules")),
+     "templates.condition_presence.rulez': unknown field"),
 ])
 def test_invalid_rules_are_rejected_with_the_place(tmp_path: Path, edit, needle: str) -> None:
     with pytest.raises(RuleDefinitionError) as info:
@@ -102,7 +104,8 @@ def test_sha256_covers_the_value_sets(tmp_path: Path) -> None:
     vs = tmp_path / "valuesets" / "tumor-sites.yaml"
     vs.write_text(vs.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
     import os
-    os.utime(path, (os.path.getmtime(path) + 5, os.path.getmtime(path) + 5))  # defeat the load cache
+    later = os.path.getmtime(vs) + 5
+    os.utime(vs, (later, later))  # only the value set changed: the cache must notice
     assert load_ruleset(path).sha256 != before
 
 
