@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .errors import CandidateRecordError, FieldProblem, InputFormatError, did_you_mean
-from .record import field_paths
+from .record import field_kinds
 
 FORMATS = ("json", "jsonl", "csv")
 _CHUNK = 1 << 16
@@ -294,15 +294,12 @@ def _read_objects(text: str, pos: int, decoder: json.JSONDecoder) -> Iterator[It
 # ---------------------------------------------------------------------------------------------
 # CSV
 
-_BOOL_COLUMNS = {"medication_history_taken", "nlc_assessment.confirmed", "conditions.liver_cirrhosis_ascites_paracentesis"}
-_INT_COLUMNS = {"diary.nights_recorded"}
-_JSON_COLUMNS = {"diary.episodes", "medications"}
+_KINDS = field_kinds()
 
 
 def csv_columns() -> list[str]:
     """The CSV input columns: every record field path that holds a value (not a nested object)."""
-    containers = {"diary", "nlc_assessment", "nlc_assessment.differentials", "conditions"}
-    return [p for p in field_paths() if p not in containers]
+    return list(_KINDS)
 
 
 def _read_csv(stream: _Rewound) -> Iterator[Item]:
@@ -369,16 +366,17 @@ def _read_csv(stream: _Rewound) -> Iterator[Item]:
 
 
 def _csv_value(column: str, cell: str) -> Any:
-    if column in _BOOL_COLUMNS:
+    kind = _KINDS[column]
+    if kind == "bool":
         low = cell.lower()
         if low in ("true", "false"):
             return low == "true"
         raise ValueError("must be true or false")
-    if column in _INT_COLUMNS:
+    if kind == "int":
         if cell.isascii() and cell.isdigit():
             return int(cell)
         raise ValueError("must be a whole number")
-    if column in _JSON_COLUMNS:
+    if kind == "list":
         try:
             value = json.loads(cell)
         except (ValueError, RecursionError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import types
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -255,3 +257,37 @@ def field_paths(model: type[BaseModel] = CandidateRecord, prefix: str = "") -> l
         if inner is not None and "list[" not in str(field.annotation):
             paths.extend(field_paths(inner, f"{path}."))
     return paths
+
+
+def _base_types(annotation: Any) -> set[Any]:
+    """The plain types behind an annotation (unwrapping Annotated, unions and None)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _base_types(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_base_types(a) for a in typing.get_args(annotation))) - {type(None)}
+    return {origin or annotation}
+
+
+def field_kinds(model: type[BaseModel] = CandidateRecord, prefix: str = "") -> dict[str, str]:
+    """Each value-holding field path and its JSON kind: ``bool``, ``int``, ``list`` or ``text``.
+
+    Nested objects (``diary``, ``conditions`` …) are entered, not listed; lists are leaves. Readers
+    of flat formats (CSV) type their cells by this, so they follow the model.
+    """
+    kinds: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        bases = _base_types(field.annotation)
+        inner = _inner_model(field.annotation)
+        if list in bases:
+            kinds[path] = "list"
+        elif inner is not None:
+            kinds.update(field_kinds(inner, f"{path}."))
+        elif bases == {bool}:
+            kinds[path] = "bool"
+        elif bases == {int}:
+            kinds[path] = "int"
+        else:
+            kinds[path] = "text"
+    return kinds
