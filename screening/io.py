@@ -38,6 +38,11 @@ class Item:
     error: CandidateRecordError | None = None
 
 
+def _unreadable(position: str, message: str, *, where: str | None = None) -> Item:
+    """An input item that could not be read as a record: it becomes that position's error row."""
+    return Item(position, error=CandidateRecordError([FieldProblem("", message)], position=where or position))
+
+
 def detect_format(name: str | None, head: str) -> str:
     """Guess the input format from a file name, else from the first characters."""
     if name:
@@ -165,8 +170,7 @@ def read_jsonl_lines(lines: Iterable[str | bytes], first_line: int = 1) -> Itera
             try:
                 line = line.decode("utf-8")
             except UnicodeDecodeError:
-                yield Item(f"line {number}", error=CandidateRecordError([FieldProblem("", "not valid UTF-8")],
-                                                                         position=f"line {number}"))
+                yield _unreadable(f"line {number}", "not valid UTF-8")
                 continue
         text = line.strip()
         if not text:
@@ -180,8 +184,7 @@ def read_jsonl_lines(lines: Iterable[str | bytes], first_line: int = 1) -> Itera
                         else "not a JSON object")
             except (ValueError, RecursionError):
                 what = "not valid JSON"
-            yield Item(f"line {number}", error=CandidateRecordError([FieldProblem("", what)],
-                                                                     position=f"line {number}"))
+            yield _unreadable(f"line {number}", what)
             continue
         yield Item(f"line {number}", text)
 
@@ -198,8 +201,7 @@ def _read_json(stream: _Rewound) -> Iterator[Item]:
         yield from _read_objects(buf + stream.read(), pos, decoder)
         return
     if buf[pos] != "[":
-        yield Item("index 0", error=CandidateRecordError([FieldProblem("", "input is neither a JSON object nor a JSON array")],
-                                                          position="start of input"))
+        yield _unreadable("index 0", "input is neither a JSON object nor a JSON array", where="start of input")
         return
     pos += 1
     index = 0
@@ -212,8 +214,7 @@ def _read_json(stream: _Rewound) -> Iterator[Item]:
                 break
             more = stream.read(_CHUNK)
             if not more:
-                yield Item(f"index {index}", error=CandidateRecordError(
-                    [FieldProblem("", "the JSON array is not closed (input ends early)")], position=f"index {index}"))
+                yield _unreadable(f"index {index}", "the JSON array is not closed (input ends early)")
                 return
             buf, pos = buf[pos:] + more, 0
         ch = buf[pos]
@@ -224,15 +225,13 @@ def _read_json(stream: _Rewound) -> Iterator[Item]:
                 if not more:
                     return
                 rest = more.strip()
-            yield Item(f"index {index}", error=CandidateRecordError(
-                [FieldProblem("", "more input after the end of the JSON array; it cannot be read as records "
-                                  "(use one array, or JSON Lines)")], position=f"after index {index - 1}"))
+            yield _unreadable(f"index {index}", "more input after the end of the JSON array; it cannot be read as "
+                              "records (use one array, or JSON Lines)", where=f"after index {index - 1}")
             return
         if expect_comma:
             if ch != ",":
-                yield Item(f"index {index}", error=CandidateRecordError(
-                    [FieldProblem("", "not valid JSON (expected ',' between array elements); the rest of the input cannot be read")],
-                    position=f"index {index}"))
+                yield _unreadable(f"index {index}", "not valid JSON (expected ',' between array elements); "
+                                                    "the rest of the input cannot be read")
                 return
             pos += 1
             expect_comma = False
@@ -242,25 +241,20 @@ def _read_json(stream: _Rewound) -> Iterator[Item]:
                 value, end = decoder.raw_decode(buf, pos)
                 break
             except RecursionError:
-                yield Item(f"index {index}", error=CandidateRecordError(
-                    [FieldProblem("", "nested too deeply to read; the rest of the input cannot be read")],
-                    position=f"index {index}"))
+                yield _unreadable(f"index {index}", "nested too deeply to read; the rest of the input cannot be read")
                 return
             except json.JSONDecodeError:
                 more = stream.read(_CHUNK)
                 if not more:
-                    yield Item(f"index {index}", error=CandidateRecordError(
-                        [FieldProblem("", "not valid JSON; the rest of the input cannot be read")], position=f"index {index}"))
+                    yield _unreadable(f"index {index}", "not valid JSON; the rest of the input cannot be read")
                     return
                 buf, pos = buf[pos:] + more, 0
         if isinstance(value, dict) and _bad_utf8(buf[pos:end]):
-            yield Item(f"index {index}", error=CandidateRecordError([FieldProblem("", "not valid UTF-8")],
-                                                                     position=f"index {index}"))
+            yield _unreadable(f"index {index}", "not valid UTF-8")
         elif isinstance(value, dict):
             yield Item(f"index {index}", buf[pos:end])
         else:
-            yield Item(f"index {index}", error=CandidateRecordError([FieldProblem("", "not a JSON object")],
-                                                                     position=f"index {index}"))
+            yield _unreadable(f"index {index}", "not a JSON object")
         index += 1
         pos = end
         expect_comma = True
@@ -281,13 +275,12 @@ def _read_objects(text: str, pos: int, decoder: json.JSONDecoder) -> Iterator[It
         try:
             value, end = decoder.raw_decode(text, pos)
         except (json.JSONDecodeError, RecursionError):
-            yield Item(position, error=CandidateRecordError(
-                [FieldProblem("", "not valid JSON; the rest of the input cannot be read")], position=position))
+            yield _unreadable(position, "not valid JSON; the rest of the input cannot be read")
             return
         if isinstance(value, dict):
             yield Item(position, text[pos:end])
         else:
-            yield Item(position, error=CandidateRecordError([FieldProblem("", "not a JSON object")], position=position))
+            yield _unreadable(position, "not a JSON object")
         pos = end
 
 
@@ -328,16 +321,14 @@ def _read_csv(stream: _Rewound) -> Iterator[Item]:
             return
         except csv.Error as exc:
             line = reader.line_num
-            yield Item(f"line {line}", error=CandidateRecordError([FieldProblem("", f"not valid CSV: {exc}")],
-                                                                   position=f"line {line}"))
+            yield _unreadable(f"line {line}", f"not valid CSV: {exc}")
             continue
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
         position = f"line {line}"
         if len(row) != len(header):
-            yield Item(position, error=CandidateRecordError(
-                [FieldProblem("", f"has {len(row)} cells; the header has {len(header)}")], position=position))
+            yield _unreadable(position, f"has {len(row)} cells; the header has {len(header)}")
             continue
         record: dict[str, Any] = {}
         problems: list[FieldProblem] = []
