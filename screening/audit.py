@@ -206,7 +206,8 @@ def render(counts: ConsortCounts, expected: dict[str, Any] | None = None) -> str
         return text
 
     stamps = ", ".join(sorted(counts.stamps)) or "no rows"
-    out = [f"CONSORT enrollment — decisions from {stamps}", ""]
+    rs = counts.ruleset
+    out = [f"CONSORT enrollment — counted with {rs.name} {rs.version}; decisions from {stamps}", ""]
     out.append(line("Assessed for eligibility", "assessed"))
     out.append(line("Excluded", "excluded", 2))
     for cat in cons["categories"]:

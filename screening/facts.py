@@ -346,10 +346,10 @@ def derive(record: CandidateRecord, ruleset: Ruleset, *, position: str | None = 
                 unknown_name = unknown_name or med.name
         if ongoing_name is not None:
             state, drug, when = "inside", ongoing_name, "ongoing"
-            clear = "it is ongoing: it excludes until it is stopped and the look-back has passed"
+            clear = "it is ongoing: it counts until it is stopped (and any look-back after that has passed)"
         elif best_stop is not None:
             state, when = "inside", f"last taken {best_stop.isoformat()}"
-            clear = f"it would fall outside the look-back from enrollment {clear_date(best_stop, p).isoformat()}"
+            clear = f"it would no longer count from enrollment {clear_date(best_stop, p).isoformat()}"
         elif unknown_name is not None:
             state, drug, when = "unknown", unknown_name, "with no stop date and not marked ongoing"
         elif outside_name is not None:

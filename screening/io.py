@@ -351,7 +351,8 @@ def _read_csv(stream: _Rewound) -> Iterator[Item]:
             target[parts[-1]] = value
         if problems:
             cid = record.get("candidate_id") if isinstance(record.get("candidate_id"), str) else None
-            yield Item(position, error=CandidateRecordError(problems, position=position, candidate_id=cid))
+            site = record.get("site") if isinstance(record.get("site"), str) else None
+            yield Item(position, error=CandidateRecordError(problems, position=position, candidate_id=cid, site=site))
             continue
         yield Item(position, json.dumps(record, ensure_ascii=False))
 

@@ -8,10 +8,9 @@ from typing import IO, Any
 
 import orjson
 
-from .protocol import Ruleset
+from .protocol import Criterion, Ruleset
 
 OUTPUT_FORMATS = ("text", "json", "jsonl", "csv")
-_MARK = {"met": "+", "not_met": "-", "unknown": "?", "review": "!"}
 _HEADLINE = {
     "eligible": "ELIGIBLE",
     "excluded": "EXCLUDED",
@@ -26,31 +25,56 @@ def dumps(row: Mapping[str, Any]) -> str:
     return orjson.dumps(row).decode()
 
 
+def _mark(crit: Criterion | None, status: str) -> str:
+    """+ passes, x rules the candidate out, ? unknown, ! needs the investigator."""
+    if status in ("unknown", "review"):
+        return "?" if status == "unknown" else "!"
+    if crit is None:
+        return " "
+    return "x" if crit.fails(status) else "+"
+
+
+def compare_text(check: Mapping[str, Any]) -> str:
+    """``criteria_set_check`` in words: what the other criteria set would decide."""
+    if check.get("decision") == "error":
+        return f"under {check['set']} {check['version']} the record cannot be read: {check.get('error', '')}"
+    differs = ", ".join(check.get("differs_on", [])) or "no single criterion"
+    box = check["category"] + (f" / {check['subcategory']}" if check.get("subcategory") else "")
+    return (f"under {check['set']} {check['version']} this candidate would be {check['decision'].upper()} — {box} "
+            f"(primary {check.get('primary_criterion')}; the sets differ on {differs})")
+
+
 def text_block(row: Mapping[str, Any], ruleset: Ruleset) -> str:
     """A decision explained for a screener: the box, why, what to ask next, every criterion."""
     who = row["candidate_id"] + (f" ({row['site']})" if row.get("site") else "")
     labels = ruleset.consort.get("labels", {})
     if row["decision"] == "error":
         return f"{who}: ERROR — the record cannot be read\n  {row['error']}\n"
-    box = labels.get(row["category"], row["category"])
-    if row.get("subcategory"):
-        box += " / " + labels.get(row["subcategory"], row["subcategory"])
     primary = row["primary_criterion"]
     crit = ruleset.criteria.get(primary)
+    if row["decision"] == "eligible" and row["category"] != ruleset.consort["eligible"]:
+        box = f"{row['category']}: waiting for {primary} {crit.title if crit else ''}".rstrip()
+    else:
+        box = labels.get(row["category"], row["category"])
+        if row.get("subcategory"):
+            box += " / " + labels.get(row["subcategory"], row["subcategory"])
     lines = [f"{who}: {_HEADLINE[row['decision']]} — {box}"]
     if crit is not None:
         lines.append(f"  because {primary} {crit.title}: {row['criteria'][primary]['reason']}")
     if row.get("ask_next"):
         lines.append("  ask next: " + ", ".join(row["ask_next"]))
+    if row.get("criteria_set_check"):
+        lines.append("  other criteria set: " + compare_text(row["criteria_set_check"]))
     for warning in row.get("warnings", []):
         lines.append(f"  warning: {warning}")
-    lines.append("  criteria (+ met, - not met, ? unknown, ! review; for exclusions 'met' means it applies):")
+    lines.append("  criteria (+ passes, x rules the candidate out, ? unknown, ! investigator to review):")
     for cid in ruleset.precedence:
         result = row["criteria"].get(cid)
         if result is None:
             continue
         title = ruleset.criteria[cid].title
-        lines.append(f"    {_MARK[result['status']]} {cid:<4} {result['status']:<8} {title}: {result['reason']}")
+        mark = _mark(ruleset.criteria.get(cid), result["status"])
+        lines.append(f"    {mark} {cid:<4} {result['status']:<8} {title}: {result['reason']}")
     stamp = row["ruleset"]
     lines.append(f"  rules: {stamp['name']} {stamp['version']} (sha256 {stamp['sha256'][:12]}…)")
     return "\n".join(lines) + "\n"
@@ -58,7 +82,7 @@ def text_block(row: Mapping[str, Any], ruleset: Ruleset) -> str:
 
 def csv_header(ruleset: Ruleset) -> list[str]:
     return (["candidate_id", "site", "decision", "category", "subcategory", "primary_criterion", "ask_next",
-             "warnings", "error"] + [f"{cid}" for cid in ruleset.precedence]
+             "warnings", "error", "criteria_set_check"] + [f"{cid}" for cid in ruleset.precedence]
             + ["ruleset", "ruleset_version", "ruleset_sha256"])
 
 
@@ -67,7 +91,8 @@ def csv_cells(row: Mapping[str, Any], ruleset: Ruleset) -> list[str]:
     stamp = row.get("ruleset", {})
     return ([row["candidate_id"], row.get("site") or "", row["decision"], row["category"],
              row.get("subcategory") or "", row.get("primary_criterion") or "", ";".join(row.get("ask_next", [])),
-             " | ".join(row.get("warnings", [])), row.get("error", "")]
+             " | ".join(row.get("warnings", [])), row.get("error", ""),
+             compare_text(row["criteria_set_check"]) if row.get("criteria_set_check") else ""]
             + [criteria.get(cid, {}).get("status", "") for cid in ruleset.precedence]
             + [stamp.get("name", ""), stamp.get("version", ""), stamp.get("sha256", "")])
 

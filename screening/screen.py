@@ -40,7 +40,8 @@ class Screener:
         benchmark may pass :class:`screening.conditions.PythonEvaluator` or a fake.
     :param include_record: add the validated input record to each decision row.
     :param compare_with: also screen under this other criteria set; when the decision or category
-        differs, the row says so in ``criteria_set_check`` (criteria.md §1.7: never choose silently).
+        differs, or the subcategory (the Figure 1 box), the row says so in ``criteria_set_check``
+        (criteria.md §1.7: never choose silently).
     """
 
     def __init__(self, ruleset: Ruleset, *, evaluator: Evaluator | None = None, include_record: bool = False,
@@ -76,12 +77,14 @@ class Screener:
             mine = self.record(record, position=position)
         except CandidateRecordError as exc:
             return {"set": self.ruleset.name, "version": self.ruleset.version, "decision": "error", "error": exc.describe()}
-        if (mine["decision"], mine["category"]) == (row["decision"], row["category"]):
+        box = ("decision", "category", "subcategory")
+        if all(mine[k] == row[k] for k in box):
             return None
         differs = [cid for cid, result in row["criteria"].items()
                    if mine["criteria"].get(cid, {}).get("status") != result["status"]]
         return {"set": self.ruleset.name, "version": self.ruleset.version, "decision": mine["decision"],
-                "category": mine["category"], "primary_criterion": mine["primary_criterion"], "differs_on": differs}
+                "category": mine["category"], "subcategory": mine["subcategory"],
+                "primary_criterion": mine["primary_criterion"], "differs_on": differs}
 
     def item(self, item: Item) -> dict[str, Any]:
         """The row for one input item: a decision, or an error row. Never raises for bad input."""

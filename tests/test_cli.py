@@ -156,8 +156,12 @@ def test_compare_with_flags_rows_that_another_set_decides_differently(runner: Cl
     rows = _jsonl(runner.invoke(cli.main, ["screen", "-", "--format", "jsonl", "--compare-with", "registry-2023"],
                                 input=text, catch_exceptions=False).output)
     assert rows[0]["criteria_set_check"] == {"set": "registry-2023", "version": "1.0.0", "decision": "eligible",
-                                             "category": "randomized", "primary_criterion": "I4", "differs_on": ["E8"]}
+                                             "category": "randomized", "subcategory": None, "primary_criterion": "I4",
+                                             "differs_on": ["E8"]}
     assert "criteria_set_check" not in rows[1]
+    text = runner.invoke(cli.main, ["screen", "-", "--compare-with", "registry-2023"], input=text).output
+    assert ("other criteria set: under registry-2023 1.0.0 this candidate would be ELIGIBLE — randomized "
+            "(primary I4; the sets differ on E8)") in text
 
 
 @pytest.mark.parametrize("data, bad", [
