@@ -136,18 +136,26 @@ class RowWriter:
             self._write(("\n" if self._count else "") + text_block(row, self.ruleset))
         self._count += 1
 
-    def write_block(self, text: str, count: int) -> None:
-        """Write ``count`` rows given as JSON Lines text (each row ending in a newline)."""
+    def write_block(self, data: bytes, count: int) -> None:
+        """Write ``count`` rows given as UTF-8 JSON Lines (each row ending in a newline).
+
+        JSON Lines go to the stream's byte buffer as they are (no decoding and re-encoding) when
+        it has one.
+        """
         if not count:
             return
-        if self.fmt == "jsonl":
+        if self.fmt in ("jsonl", "json"):
+            if self.fmt == "json":  # row texts never hold a raw newline byte, so it separates rows
+                data = (b"[\n" if self._count == 0 else b",\n") + data[:-1].replace(b"\n", b",\n")
             self.flush()
-            self._write(text)
-        elif self.fmt == "json":  # row texts never hold a raw newline, so it separates rows
-            self.flush()
-            self._write(("[\n" if self._count == 0 else ",\n") + text[:-1].replace("\n", ",\n"))
+            buffer = getattr(self.out, "buffer", None)
+            if buffer is not None:
+                self.out.flush()
+                buffer.write(data)
+            else:
+                self._write(data.decode())
         else:
-            for line in text.split("\n")[:count]:
+            for line in data.split(b"\n")[:count]:
                 self.write(orjson.loads(line))
             return
         self._count += count

@@ -43,7 +43,6 @@ import orjson
 
 from .errors import ScreeningError, WorkerError
 from .io import Item, detect_format, read_jsonl_lines
-from .output import dumps
 from .protocol import Ruleset
 
 #: Records per chunk sent to a worker: large enough to amortise the inter-process traffic, small
@@ -75,15 +74,15 @@ def _keep_freed_memory() -> None:
 
 @dataclass
 class Block:
-    """Consecutive rows, serialised: ``text`` is ``count`` JSON Lines rows (each ending in a newline)."""
+    """Consecutive rows, serialised: ``text`` is ``count`` JSON Lines rows as UTF-8 (each ending in a newline)."""
 
-    text: str
+    text: bytes
     count: int
     errors: int
 
     def rows(self) -> Iterator[RenderedRow]:
-        for line in self.text.split("\n")[:self.count]:
-            yield RenderedRow(line)
+        for line in self.text.split(b"\n")[:self.count]:
+            yield RenderedRow(line.decode())
 
 
 class RenderedRow(Mapping[str, Any]):
@@ -124,7 +123,7 @@ def _init_worker(ruleset: Ruleset, options: dict[str, Any]) -> None:
     _WORKER.update(ruleset=ruleset, options=options, screener=None)
 
 
-def _render(items: Iterable[Item | None]) -> tuple[str, bytes, bytes, int, int]:
+def _render(items: Iterable[Item | None]) -> tuple[bytes, bytes, bytes, int, int]:
     """Screen items in this worker: (rows as JSON Lines text, digests, line codes, errors, count).
 
     ``None`` stands for an item the main process renders itself (an empty line in the text). A
@@ -135,33 +134,33 @@ def _render(items: Iterable[Item | None]) -> tuple[str, bytes, bytes, int, int]:
     screener = _WORKER.get("screener")
     if screener is None:  # built lazily, in this process: its own engine
         screener = _WORKER["screener"] = Screener(_WORKER["ruleset"], **_WORKER["options"])
-    parts: list[str] = []
+    parts: list[bytes] = []
     digests = array("Q")
     codes = array("Q")
     errors = 0
     digest, counts, line_code = DuplicateCheck.digest, DuplicateCheck.counts, DuplicateCheck.line_code
     for item in items:
         if item is None:
-            parts.append("")
+            parts.append(b"")
             digests.append(0)
             codes.append(0)
             continue
         row = screener.item(item)
-        parts.append(dumps(row))
+        parts.append(orjson.dumps(row))
         if row["decision"] == "error":
             errors += 1
         digests.append(digest(row.get("site"), row.get("candidate_id")) if counts(row) else 0)
         kind, _, number = item.position.partition(" ")
         codes.append(line_code(int(number)) if kind == "line" else 0)
-    text = "\n".join(parts) + "\n" if parts else ""
+    text = b"\n".join(parts) + b"\n" if parts else b""
     return text, digests.tobytes(), codes.tobytes(), errors, len(parts)
 
 
-def _screen_items(payload: list[tuple[str, str | None]]) -> tuple[str, bytes, bytes, int, int]:
+def _screen_items(payload: list[tuple[str, str | None]]) -> tuple[bytes, bytes, bytes, int, int]:
     return _render(Item(position, text) if text is not None else None for position, text in payload)
 
 
-def _screen_shard(path: str, start: int, end: int, first_line: int) -> tuple[str, bytes, bytes, int, int]:
+def _screen_shard(path: str, start: int, end: int, first_line: int) -> tuple[bytes, bytes, bytes, int, int]:
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
@@ -227,20 +226,20 @@ class _Pipeline:
             if not finished:
                 _terminate(pool)
 
-    def _block(self, result: tuple[str, bytes, bytes, int, int], items: list[Item] | None) -> Block:
+    def _block(self, result: tuple[bytes, bytes, bytes, int, int], items: list[Item] | None) -> Block:
         text, digest_bytes, code_bytes, errors, count = result
-        lines: list[str] | None = None
+        lines: list[bytes] | None = None
         digests = array("Q", digest_bytes)
         if items is not None and any(item.error is not None for item in items):
             from .screen import DuplicateCheck, Screener
 
-            lines = text.split("\n")
+            lines = text.split(b"\n")
             for i, item in enumerate(items):
                 if item.error is not None:  # the reader could not read it: render its error row here
                     if self._local is None:
                         self._local = Screener(self.ruleset, **self.options)
                     row = self._local.error(item.error, item.position)
-                    lines[i] = dumps(row)
+                    lines[i] = orjson.dumps(row)
                     errors += 1
                     digests[i] = DuplicateCheck.digest(row.get("site"), row.get("candidate_id")) \
                         if DuplicateCheck.counts(row) else 0
@@ -256,12 +255,12 @@ class _Pipeline:
                     from .screen import add_duplicate_warning
 
                     if lines is None:
-                        lines = text.split("\n")
+                        lines = text.split(b"\n")
                     row = orjson.loads(lines[i])
                     add_duplicate_warning(row, dupes.position(first))
-                    lines[i] = dumps(row)
+                    lines[i] = orjson.dumps(row)
         if lines is not None:
-            text = "\n".join(lines)
+            text = b"\n".join(lines)
         return Block(text, count, errors)
 
 

@@ -195,5 +195,5 @@ def test_a_small_file_with_or_without_a_final_newline(paper: screening.Ruleset, 
     with path.open("rb") as f:
         one = _render(screening.screen_items(read_records(f, "jsonl"), paper), paper)
     blocks = list(screen_file_blocks(str(path), paper, workers=2, chunk_bytes=100))
-    assert "".join(b.text for b in blocks) == one
+    assert b"".join(b.text for b in blocks).decode() == one
     assert sum(b.count for b in blocks) == 5 and len(blocks) > 1
