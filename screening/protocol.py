@@ -329,7 +329,7 @@ class _Loader:
             raise self.fail(f"must list every criterion exactly once (missing: {missing or 'none'}, "
                             f"unknown: {extra or 'none'})", field="precedence")
         digest = hashlib.sha256()
-        for display, raw in self.blobs:
+        for display, raw in sorted(self.blobs):  # the same set hashes the same, whatever the read order
             digest.update(display.split("/")[-1].encode() + b"\0" + raw + b"\0")
         return Ruleset(
             name=name, version=version, sha256=digest.hexdigest(),
@@ -391,36 +391,33 @@ class _Loader:
         if not isinstance(refs, dict):
             raise self.fail("must map value-set kinds to files", field="value_sets")
         self._keys(refs, set(), {"drug_classes", "tumor_sites", "condition_codes"}, where="value_sets.")
-        condition_codes: dict[str, dict[str, Any]] = {}
-        if "condition_codes" in refs:
-            path = self.path.parent / refs["condition_codes"]
-            display = self._display(path)
-            data = self._read_yaml(path, display)
-            self._keys(data, {"name", "version", "conditions"}, {"description", "other"}, where="", file=display)
-            for key, entry in (data["conditions"] or {}).items():
-                condition_codes[key] = self._condition_codes(key, entry, display)
-        drug_classes: dict[str, DrugClass] = {}
-        site_lists: dict[str, SiteList] = {}
-        base = self.path.parent
-        if "drug_classes" in refs:
-            path = base / refs["drug_classes"]
-            display = self._display(path)
-            data = self._read_yaml(path, display)
-            self._keys(data, {"name", "version", "classes"}, {"description"}, where="", file=display)
-            for cname, raw in (data["classes"] or {}).items():
-                drug_classes[cname] = self._drug_class(cname, raw, display)
-        if "tumor_sites" in refs:
-            path = base / refs["tumor_sites"]
-            display = self._display(path)
-            data = self._read_yaml(path, display)
-            self._keys(data, {"name", "version", "sites"}, {"description"}, where="", file=display)
-            for sname, raw in (data["sites"] or {}).items():
-                if not isinstance(raw, dict):
-                    raise self.fail("must be a mapping", field=f"sites.{sname}", file=display)
-                self._keys(raw, {"names"}, {"title", "spec"}, where=f"sites.{sname}.", file=display)
-                latin, cjk = self._terms(raw["names"], f"sites.{sname}.names", display)
-                site_lists[sname] = SiteList(sname, str(raw.get("title", sname)), latin, cjk)
+        drug_classes = {name: self._drug_class(name, raw, display)
+                        for name, raw, display in self._value_set(refs, "drug_classes", "classes")}
+        site_lists = {name: self._site_list(name, raw, display)
+                      for name, raw, display in self._value_set(refs, "tumor_sites", "sites")}
+        condition_codes = {key: self._condition_codes(key, raw, display)
+                           for key, raw, display in self._value_set(refs, "condition_codes", "conditions",
+                                                                    optional={"other"})}
         return drug_classes, site_lists, condition_codes
+
+    def _value_set(self, refs: dict[str, Any], kind: str, body: str,
+                   optional: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, Any, str]]:
+        """The entries of the value-set file ``refs[kind]`` (none if the set names no such file):
+        (entry name, its raw mapping, the file as shown in errors)."""
+        if kind not in refs:
+            return []
+        path = self.path.parent / refs[kind]
+        display = self._display(path)
+        data = self._read_yaml(path, display)
+        self._keys(data, {"name", "version", body}, {"description"} | set(optional), where="", file=display)
+        return [(str(name), raw, display) for name, raw in (data[body] or {}).items()]
+
+    def _site_list(self, name: str, raw: Any, display: str) -> SiteList:
+        if not isinstance(raw, dict):
+            raise self.fail("must be a mapping", field=f"sites.{name}", file=display)
+        self._keys(raw, {"names"}, {"title", "spec"}, where=f"sites.{name}.", file=display)
+        latin, cjk = self._terms(raw["names"], f"sites.{name}.names", display)
+        return SiteList(name, str(raw.get("title", name)), latin, cjk)
 
     def _condition_codes(self, key: str, entry: Any, display: str) -> dict[str, Any]:
         where = f"conditions.{key}"
