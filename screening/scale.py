@@ -138,7 +138,7 @@ def _render(items: Iterable[Item | None]) -> tuple[bytes, bytes, bytes, int, int
     digests = array("Q")
     codes = array("Q")
     errors = 0
-    digest, counts, line_code = DuplicateCheck.digest, DuplicateCheck.counts, DuplicateCheck.line_code
+    row_digest, line_code = DuplicateCheck.row_digest, DuplicateCheck.line_code
     for item in items:
         if item is None:
             parts.append(b"")
@@ -149,7 +149,7 @@ def _render(items: Iterable[Item | None]) -> tuple[bytes, bytes, bytes, int, int
         parts.append(orjson.dumps(row))
         if row["decision"] == "error":
             errors += 1
-        digests.append(digest(row.get("site"), row.get("candidate_id")) if counts(row) else 0)
+        digests.append(row_digest(row))
         kind, _, number = item.position.partition(" ")
         codes.append(line_code(int(number)) if kind == "line" else 0)
     text = b"\n".join(parts) + b"\n" if parts else b""
@@ -241,8 +241,7 @@ class _Pipeline:
                     row = self._local.error(item.error, item.position)
                     lines[i] = orjson.dumps(row)
                     errors += 1
-                    digests[i] = DuplicateCheck.digest(row.get("site"), row.get("candidate_id")) \
-                        if DuplicateCheck.counts(row) else 0
+                    digests[i] = DuplicateCheck.row_digest(row)
         dupes = self.dupes
         if dupes is not None:
             codes = array("Q", code_bytes)

@@ -199,13 +199,14 @@ class DuplicateCheck:
         """Whether a row takes part: an error row whose id is only its position does not."""
         return not (row.get("decision") == "error" and str(row.get("candidate_id", "")).startswith(cls._KINDS))
 
-    def first_seen(self, site: str | None, candidate_id: Any, position: str) -> str | None:
-        """Where this candidate was first seen in the batch (None: this is the first time)."""
-        code = self.first_seen_code(self.digest(site, candidate_id), self._encode(position))
-        return None if code is None else self._decode(code)
+    @classmethod
+    def row_digest(cls, row: Mapping[str, Any]) -> int:
+        """The row's candidate key, or 0 for a row that takes no part (see :meth:`counts`)."""
+        return cls.digest(row.get("site"), row.get("candidate_id")) if cls.counts(row) else 0
 
     def first_seen_code(self, digest: int, position_code: int) -> int | None:
-        """As :meth:`first_seen`, with the digest and an encoded position (see :meth:`line_code`)."""
+        """The encoded position where this candidate (a :meth:`digest`) was first seen in the batch, or
+        None, remembering ``position_code`` (see :meth:`encode`, :meth:`line_code`), if it is new."""
         keys = self._keys
         slot = digest & (self._size - 1)
         if keys[slot]:  # taken: this candidate, or another one's probe sequence
@@ -233,11 +234,11 @@ class DuplicateCheck:
         return self._encode(position)
 
     def __call__(self, row: dict[str, Any], position: str) -> dict[str, Any]:
-        if not self.counts(row):
-            return row
-        first = self.first_seen(row.get("site"), row.get("candidate_id"), position)
-        if first is not None:
-            add_duplicate_warning(row, first)
+        digest = self.row_digest(row)
+        if digest:
+            first = self.first_seen_code(digest, self._encode(position))
+            if first is not None:
+                add_duplicate_warning(row, self._decode(first))
         return row
 
 
