@@ -18,7 +18,7 @@ from typing import Any
 from .catalogue import DIFFERENTIAL_FIELDS
 from .errors import CandidateRecordError, FieldProblem
 from .protocol import DrugClass, Ruleset, SiteList, words
-from .record import CONDITION_KEYS, DIFFERENTIAL_KEYS, CandidateRecord, Medication
+from .record import CONDITION_KEYS, DIFFERENTIAL_KEYS, CandidateRecord, Medication, enrollment_too_early
 
 _DIFF_LABEL = {
     "restless_legs": "restless legs syndrome",
@@ -225,11 +225,8 @@ def _differentials(values: tuple[str | None, ...]) -> tuple[dict[str, int], dict
 
 def enrollment_problem(d0: dt.date, enrollment: dt.date | None, params: dict[str, Any]) -> FieldProblem | None:
     """An ``enrollment_date`` before D0 + the diary window is impossible: randomisation follows the diary."""
-    offset = params["enrollment_offset_days"]
-    if enrollment is not None and enrollment < d0 + dt.timedelta(days=offset):
-        return FieldProblem("enrollment_date", f"is before screening_start + {offset} days (randomisation follows "
-                                               f"the {params['diary_window_nights']}-night diary)")
-    return None
+    message = enrollment_too_early(d0, enrollment, params["enrollment_offset_days"]) if enrollment else None
+    return FieldProblem("enrollment_date", message) if message else None
 
 
 def derive(record: CandidateRecord, ruleset: Ruleset, *, position: str | None = None) -> Derived:

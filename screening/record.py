@@ -134,6 +134,17 @@ class CandidateRecord(_Model):
     deceased_date: Date | None = Field(
         default=None, description="Set by importers for a deceased patient; the decision warns.")
 
+    @field_validator("enrollment_date")
+    @classmethod
+    def _enrollment_after_diary(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        offset = (info.context or {}).get("enrollment_offset_days")
+        start = info.data.get("screening_start")
+        if value is not None and start is not None and offset is not None:
+            problem = enrollment_too_early(start, value, offset)
+            if problem:
+                raise ValueError(problem)
+        return value
+
     @field_validator("birth_date")
     @classmethod
     def _born_before_screening(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
@@ -205,14 +216,24 @@ def problems_from_validation(error: ValidationError) -> list[FieldProblem]:
     return problems
 
 
-def parse_record(text: str | bytes, *, position: str | None = None) -> CandidateRecord:
+def enrollment_too_early(d0: dt.date, enrollment: dt.date, offset_days: int) -> str | None:
+    """What is wrong with an ``enrollment_date`` before D0 + the diary (randomisation follows it), or None."""
+    if enrollment < d0 + dt.timedelta(days=offset_days):
+        return f"is before screening_start + {offset_days} days (randomisation follows the screening diary)"
+    return None
+
+
+def parse_record(text: str | bytes, *, position: str | None = None,
+                 enrollment_offset_days: int | None = None) -> CandidateRecord:
     """Validate one record from JSON text.
 
+    :param enrollment_offset_days: the criteria set's diary length: an ``enrollment_date`` before
+        ``screening_start`` + this is a field error, reported with any others.
     :raises CandidateRecordError: naming the position, the candidate id if it could be read, and
         every field problem (paths and messages only).
     """
     try:
-        return CandidateRecord.model_validate_json(text)
+        return CandidateRecord.model_validate_json(text, context={"enrollment_offset_days": enrollment_offset_days})
     except ValidationError as exc:
         raise record_error(exc, text, position) from None
 

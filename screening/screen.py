@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,7 +20,7 @@ from typing import Any, Protocol
 
 from .decision import Decider, error_row
 from .errors import CandidateRecordError, FieldProblem
-from .facts import derive, enrollment_problem
+from .facts import derive
 from .io import Item
 from .protocol import Ruleset
 from .record import CandidateRecord, parse_record
@@ -92,27 +91,14 @@ class Screener:
             if item.error is not None:
                 raise item.error
             assert item.text is not None
-            record = parse_record(item.text, position=item.position)
+            record = parse_record(item.text, position=item.position,
+                                  enrollment_offset_days=self.ruleset.parameters["enrollment_offset_days"])
             return self.record(record, position=item.position)
         except CandidateRecordError as exc:
-            if item.text is not None and "enrollment_date" not in exc.fields:
-                self._add_date_problem(exc, item.text)
             return self.error(exc, item.position)
         except (ValueError, OverflowError, RecursionError) as exc:  # a backstop: one record, never the batch
             problem = FieldProblem("", f"could not be screened ({type(exc).__name__}); check its dates and nesting")
             return self.error(CandidateRecordError([problem], position=item.position), item.position)
-
-    def _add_date_problem(self, exc: CandidateRecordError, text: str) -> None:
-        """Name an impossible enrollment_date too when other fields already made the record unreadable."""
-        try:
-            data = json.loads(text)
-            d0 = dt.date.fromisoformat(data["screening_start"])
-            enrollment = dt.date.fromisoformat(data["enrollment_date"])
-        except (ValueError, TypeError, KeyError, RecursionError):
-            return
-        problem = enrollment_problem(d0, enrollment, self.ruleset.parameters)
-        if problem is not None:
-            exc.problems.append(problem)
 
     def error(self, exc: CandidateRecordError, position: str) -> dict[str, Any]:
         return error_row(candidate_id=exc.candidate_id or position, site=exc.site,
