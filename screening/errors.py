@@ -100,3 +100,27 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Exit codes: one table for every command (README "Exit codes").
+
+#: every record screened (audit / diff-rules: the command ran and, with --expect, matched)
+EXIT_OK = 0
+#: the input or the rules could not be read, fully or in part (the message says how many records
+#: were not read), the input was empty, or an audit did not match / was inconsistent
+EXIT_UNREADABLE = 1
+#: a usage error (click's own code)
+EXIT_USAGE = 2
+#: some records were ``error`` rows; the rest were screened
+EXIT_RECORD_ERRORS = 3
+#: the output could not be written (disk full, file-size limit, I/O error, the output is the input)
+EXIT_OUTPUT = 4
+#: interrupted by SIGINT or SIGTERM
+EXIT_INTERRUPTED = 130
+#: the reader of the output went away (SIGPIPE): end quietly
+EXIT_BROKEN_PIPE = 141
+
+
+class OutputError(ScreeningError):
+    """The output cannot be written (or would overwrite the input). Exit code 4."""
