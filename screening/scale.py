@@ -50,6 +50,10 @@ from .protocol import Ruleset
 CHUNK = 1000
 #: Bytes of a JSON Lines file per chunk when workers read the file themselves (~1,000 records).
 CHUNK_BYTES = 1 << 20
+#: The most worker processes ``--workers`` may ask for. Each worker is a forked process with its own
+#: rules engine (~100 MB resident once warm) and start-up cost; beyond a few per core nothing is gained.
+#: Fewer are started when there is less work: never more processes than chunks of input.
+MAX_WORKERS = 32
 
 
 def _keep_freed_memory() -> None:
