@@ -1,15 +1,20 @@
 """nlc-screen: the command line, a thin layer over the ``screening`` library.
 
-Exit codes: 0 success; 1 a fatal problem (unreadable input, invalid rules, an audit that does not
-match); 2 a usage error; 3 ``screen`` finished but some records could not be read (their rows are
-``error`` rows).
+Exit codes, the same for every command (``screening.errors``; README "Exit codes"): 0 all records
+screened (audit: ran and matched); 1 the input or the rules could not be read, fully or in part, or
+the input was empty (audit: a difference); 2 a usage error; 3 some records were ``error`` rows;
+4 the output could not be written; 130 interrupted (SIGINT or SIGTERM); 141 the reader of the
+output went away (SIGPIPE), quietly.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
@@ -18,9 +23,16 @@ import click
 import screening
 from screening import audit as audit_mod
 from screening.io import FORMATS, read_records
+from screening.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OUTPUT,
+    EXIT_RECORD_ERRORS,
+    EXIT_UNREADABLE,
+    OutputError,
+)
 from screening.output import OUTPUT_FORMATS, RowWriter
 
-EXIT_RECORD_ERRORS = 3
 T = TypeVar("T")
 
 rules_option = click.option(
@@ -28,14 +40,55 @@ rules_option = click.option(
     help="Criteria set: a shipped name (paper-2024, registry-2023), NAME@VERSION, or a YAML file.")
 
 
+class Failure(click.ClickException):
+    """A ScreeningError at the command line's edge: ``Error: <message>`` and its exit code."""
+
+    def __init__(self, exc: screening.ScreeningError) -> None:
+        super().__init__(str(exc))
+        self.exit_code = EXIT_OUTPUT if isinstance(exc, OutputError) else EXIT_UNREADABLE
+
+
 def _load(rules_spec: str) -> screening.Ruleset:
     try:
         return screening.load_ruleset(rules_spec)
     except screening.ScreeningError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Failure(exc) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's last flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (tests): nothing to silence
+        pass
+
+
+class _Main(click.Group):
+    """The command group: SIGTERM is handled like SIGINT (exit 130), a broken pipe ends quietly (141)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; the output was not completed.", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nlc-screen")
 def main() -> None:
     """Eligibility screening for the vitamin K2 nocturnal leg cramps trial (NCT05547750).
@@ -119,7 +172,7 @@ def screen(source: IO[bytes], rules_spec: str, fmt: str, input_format: str | Non
                 writer.write(row)
         writer.close()
     except screening.ScreeningError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Failure(exc) from None
     if errors:
         click.echo(f"{errors} record(s) could not be read; see their error rows.", err=True)
         sys.exit(EXIT_RECORD_ERRORS)
@@ -154,7 +207,7 @@ def audit(decisions: IO[str], rules_spec: str | None, expect: str | None, fmt: s
         expected = audit_mod.load_expectation(expect) if expect else None
         diffs = audit_mod.compare(counts, expected) if expected else []
     except screening.ScreeningError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Failure(exc) from None
     if fmt == "json":
         report = counts.to_dict()
         if expected is not None:
