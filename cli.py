@@ -22,7 +22,6 @@ import click
 
 import screening
 from screening import audit as audit_mod
-from screening.io import FORMATS, read_records
 from screening.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -31,6 +30,7 @@ from screening.errors import (
     EXIT_UNREADABLE,
     OutputError,
 )
+from screening.io import FORMATS, read_records
 from screening.output import OUTPUT_FORMATS, RowWriter
 
 T = TypeVar("T")
