@@ -41,18 +41,26 @@ rules_option = click.option(
 
 
 class Failure(click.ClickException):
-    """A ScreeningError at the command line's edge: ``Error: <message>`` and its exit code."""
+    """A ScreeningError at the command line's edge: ``Error: <message>``, exit 1."""
 
-    def __init__(self, exc: screening.ScreeningError) -> None:
-        super().__init__(str(exc))
-        self.exit_code = EXIT_OUTPUT if isinstance(exc, OutputError) else EXIT_UNREADABLE
+    exit_code = EXIT_UNREADABLE
+
+
+class OutputFailure(Failure):
+    """The output could not be written: exit 4."""
+
+    exit_code = EXIT_OUTPUT
+
+
+def _failure(exc: screening.ScreeningError) -> Failure:
+    return (OutputFailure if isinstance(exc, OutputError) else Failure)(str(exc))
 
 
 def _load(rules_spec: str) -> screening.Ruleset:
     try:
         return screening.load_ruleset(rules_spec)
     except screening.ScreeningError as exc:
-        raise Failure(exc) from None
+        raise _failure(exc) from None
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -172,7 +180,7 @@ def screen(source: IO[bytes], rules_spec: str, fmt: str, input_format: str | Non
                 writer.write(row)
         writer.close()
     except screening.ScreeningError as exc:
-        raise Failure(exc) from None
+        raise _failure(exc) from None
     if errors:
         click.echo(f"{errors} record(s) could not be read; see their error rows.", err=True)
         sys.exit(EXIT_RECORD_ERRORS)
@@ -207,7 +215,7 @@ def audit(decisions: IO[str], rules_spec: str | None, expect: str | None, fmt: s
         expected = audit_mod.load_expectation(expect) if expect else None
         diffs = audit_mod.compare(counts, expected) if expected else []
     except screening.ScreeningError as exc:
-        raise Failure(exc) from None
+        raise _failure(exc) from None
     if fmt == "json":
         report = counts.to_dict()
         if expected is not None:
