@@ -2,29 +2,50 @@
 
 The counts are derived from the rows alone (no counters kept elsewhere), so the audit trail and the
 numbers cannot disagree. Zero counts are shown for every category and subcategory of the ruleset.
+
+**Each candidate counts once, by its last row in input order.** A candidate is its (site,
+candidate_id), matched exactly: no case folding, no trimming of spaces (``screen`` only *warns* about
+such near-duplicates); a missing or null site is the same as an empty one, as in screen's duplicate
+check (:class:`screening.screen.DuplicateCheck`). A later row for the same candidate — a re-screen,
+or a decision after an error row was fixed — *supersedes* the earlier one: its CONSORT box,
+primary criterion, per-criterion statuses, "excluded by this only" and criteria-set stamp are taken
+back and the later row's are counted instead. Error rows whose candidate_id is only their position
+(``line 7``, ``index 3``, ``record 12``: the record's id could not be read) are never merged. The
+report says how many rows were read and how many were superseded.
+
+Counting streams: no row is kept. Per candidate only a reference to its current contribution is
+held (identical contributions are shared), about 150–250 bytes per distinct candidate.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import yaml
 
 from .errors import InputFormatError, RuleDefinitionError, did_you_mean
 from .protocol import STATUSES, Ruleset, rules_dir
+from .screen import DuplicateCheck
 
 
 @dataclass
 class ConsortCounts:
-    """What ``nlc-screen audit`` reports."""
+    """What ``nlc-screen audit`` reports.
+
+    ``rows`` is every row read; ``superseded`` those replaced by a later row for the same candidate.
+    The other counts are over the candidates, each by its last row.
+    """
 
     ruleset: Ruleset
     rows: int = 0
+    superseded: int = 0
     errors: int = 0
     categories: Counter[str] = field(default_factory=Counter)
     subcategories: Counter[str] = field(default_factory=Counter)
@@ -34,8 +55,13 @@ class ConsortCounts:
     stamps: Counter[str] = field(default_factory=Counter)
 
     @property
+    def candidates(self) -> int:
+        """Candidates counted: rows read less rows superseded."""
+        return self.rows - self.superseded
+
+    @property
     def assessed(self) -> int:
-        return self.rows - self.errors
+        return self.candidates - self.errors
 
     @property
     def excluded(self) -> int:
@@ -58,6 +84,10 @@ class ConsortCounts:
         """Consistency checks; each failing one as a sentence (empty when all hold)."""
         cons = self.ruleset.consort
         problems = []
+        counted = self.errors + sum(self.categories.values())
+        if counted != self.candidates:
+            problems.append(f"rows read ({self.rows}) less rows superseded ({self.superseded}) make "
+                            f"{self.candidates} candidates, but {counted} were counted")
         total = sum(self.categories[c] for c in cons["categories"])
         if total != self.assessed:
             problems.append(f"categories add up to {total}, not the {self.assessed} assessed")
@@ -82,6 +112,7 @@ class ConsortCounts:
     def to_dict(self) -> dict[str, Any]:
         return {
             "ruleset": self.ruleset.stamp,
+            "rows": {"read": self.rows, "superseded": self.superseded, "candidates": self.candidates},
             "counts": self.flat(),
             "criteria": {cid: {s: self.criteria.get(cid, Counter())[s] for s in STATUSES} | {
                 "excluded_by_this_only": self.only_reason[cid], "primary": self.primary[cid]}
@@ -90,51 +121,139 @@ class ConsortCounts:
         }
 
 
-def count(rows: Iterable[dict[str, Any]], ruleset: Ruleset) -> ConsortCounts:
-    """Count decision rows into CONSORT boxes and per-criterion statuses."""
-    counts = ConsortCounts(ruleset)
+class _Contribution(NamedTuple):
+    """What one row adds to the counts: all that is kept of it (shared between identical rows)."""
+
+    stamp: str
+    error: bool
+    category: str
+    subcategory: str | None
+    primary: str | None
+    statuses: tuple[tuple[str, str], ...]
+    only_reason: str | None
+
+
+def _contribution(row: dict[str, Any], ruleset: Ruleset) -> _Contribution:
+    stamp = row.get("ruleset") or {}
+    stamp_text = f"{stamp.get('name')} {stamp.get('version')} {str(stamp.get('sha256'))[:12]}"
+    if row.get("decision") == "error":
+        return _Contribution(stamp_text, True, "error", None, None, (), None)
     crits = ruleset.criteria
+    statuses = []
+    failing = []
+    for cid, result in (row.get("criteria") or {}).items():
+        status = result.get("status")
+        statuses.append((cid, status))
+        if cid in crits and crits[cid].fails(status):
+            failing.append(cid)
+    only = failing[0] if row.get("decision") == "excluded" and len(failing) == 1 else None
+    category = str(row.get("category"))
+    sub = row.get("subcategory")
+    return _Contribution(stamp_text, False, category, f"{category}.{sub}" if sub else None,
+                         row.get("primary_criterion") or None, tuple(statuses), only)
+
+
+def count(rows: Iterable[dict[str, Any]], ruleset: Ruleset) -> ConsortCounts:
+    """Count decision rows into CONSORT boxes and per-criterion statuses, each candidate once.
+
+    A candidate's later row supersedes its earlier one (see the module docstring). Streams: keeps
+    only each candidate's current contribution, never a row.
+    """
+    shared: dict[_Contribution, _Contribution] = {}
+    tally: dict[_Contribution, int] = {}
+    latest: dict[tuple[str, str], _Contribution] = {}
+    sites: dict[str, str] = {}
+    read = superseded = 0
     for row in rows:
-        counts.rows += 1
-        stamp = row.get("ruleset") or {}
-        counts.stamps[f"{stamp.get('name')} {stamp.get('version')} {str(stamp.get('sha256'))[:12]}"] += 1
-        if row.get("decision") == "error":
-            counts.errors += 1
+        read += 1
+        made = _contribution(row, ruleset)
+        made = shared.setdefault(made, made)
+        cid = row.get("candidate_id")
+        if isinstance(cid, str) and DuplicateCheck.counts(row):
+            site = row.get("site") or ""
+            key = (sites.setdefault(site, site), cid)
+            before = latest.get(key)
+            if before is not None:
+                superseded += 1
+                tally[before] -= 1
+            latest[key] = made
+        tally[made] = tally.get(made, 0) + 1
+    counts = ConsortCounts(ruleset, rows=read, superseded=superseded)
+    for made, n in tally.items():
+        if not n:
             continue
-        category = str(row.get("category"))
-        counts.categories[category] += 1
-        if row.get("subcategory"):
-            counts.subcategories[f"{category}.{row['subcategory']}"] += 1
-        if row.get("primary_criterion"):
-            counts.primary[row["primary_criterion"]] += 1
-        failing = []
-        for cid, result in (row.get("criteria") or {}).items():
-            status = result.get("status")
-            counts.criteria.setdefault(cid, Counter())[status] += 1
-            if cid in crits and crits[cid].fails(status):
-                failing.append(cid)
-        if row.get("decision") == "excluded" and len(failing) == 1:
-            counts.only_reason[failing[0]] += 1
+        counts.stamps[made.stamp] += n
+        if made.error:
+            counts.errors += n
+            continue
+        counts.categories[made.category] += n
+        if made.subcategory:
+            counts.subcategories[made.subcategory] += n
+        if made.primary:
+            counts.primary[made.primary] += n
+        for cid, status in made.statuses:
+            counts.criteria.setdefault(cid, Counter())[status] += n
+        if made.only_reason:
+            counts.only_reason[made.only_reason] += n
     return counts
 
 
-def read_rows(stream: IO[str], *, name: str = "input") -> Iterator[dict[str, Any]]:
+_BOM = b"\xef\xbb\xbf"
+_JSON_SPACE = " \t\r\n"
+
+
+def _lines(stream: IO[bytes] | IO[str], name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text without its line end) of a binary or text stream, decoded line by line.
+
+    A line ends at LF, CR LF or CR (a raw CR cannot occur inside a JSON row). A byte order mark is
+    stripped from the first line only.
+    """
+    number = 0
+    first = True
+    while True:
+        try:
+            raw = stream.readline()
+        except UnicodeDecodeError:  # a text stream decodes ahead of the lines it hands out
+            raise InputFormatError(f"{name} line {number + 1} or after: not valid UTF-8") from None
+        if not raw:
+            return
+        if isinstance(raw, bytes):
+            if first and raw.startswith(_BOM):
+                raw = raw[3:]
+            raw = raw[:-1] if raw.endswith(b"\n") else raw
+            raw = raw[:-1] if raw.endswith(b"\r") else raw
+            for part in raw.split(b"\r") if b"\r" in raw else (raw,):
+                number += 1
+                try:
+                    yield number, part.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputFormatError(f"{name} line {number}: not valid UTF-8") from None
+        else:
+            text = raw.removeprefix("\ufeff") if first else raw
+            text = text[:-1] if text.endswith("\n") else text
+            text = text[:-1] if text.endswith("\r") else text
+            for part_text in text.split("\r") if "\r" in text else (text,):
+                number += 1
+                yield number, part_text
+        first = False
+
+
+def read_rows(stream: IO[bytes] | IO[str], *, name: str = "input") -> Iterator[dict[str, Any]]:
     """Decision rows from JSON Lines (streamed) or a JSON array (read whole).
 
-    :raises InputFormatError: naming the line (or index) that is not a decision row.
+    ``stream`` is binary (each line decoded as UTF-8, a byte order mark stripped from the first) or
+    text (already decoded).
+
+    :raises InputFormatError: naming the line (or index) that is not valid UTF-8, not JSON or not a
+        decision row — never echoing its content.
     """
-    lines = iter(stream.readline, "")
-    for number, line in enumerate(lines, start=1):
-        text = line.strip().lstrip("\ufeff")
+    lines = _lines(stream, name)
+    for number, line in lines:
+        text = line.strip(_JSON_SPACE)
         if not text:
             continue
         if text.startswith("["):
-            try:
-                data = json.loads(text + "".join(lines))
-            except (ValueError, RecursionError) as exc:
-                raise InputFormatError(f"{name}: not valid JSON: {exc}") from None
-            for index, row in enumerate(data if isinstance(data, list) else [data]):
-                yield _check_row(row, f"{name} index {index}")
+            yield from _array(number, line, lines, name)
             return
         try:
             row = json.loads(text)
@@ -143,10 +262,31 @@ def read_rows(stream: IO[str], *, name: str = "input") -> Iterator[dict[str, Any
         yield _check_row(row, f"{name} line {number}")
 
 
+def _array(number: int, first: str, lines: Iterator[tuple[int, str]], name: str) -> Iterator[dict[str, Any]]:
+    """The rows of a JSON array starting at line ``number`` (the rest of the input, read whole)."""
+    text = "\n".join([first, *(line for _, line in lines)])
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFormatError(f"{name} line {number + exc.lineno - 1} column {exc.colno}: "
+                               f"not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise InputFormatError(f"{name} line {number}: a JSON array nested too deeply to read") from None
+    except ValueError as exc:
+        what = "a number too long to read" if "digits" in str(exc) else "a value that cannot be read"
+        raise InputFormatError(f"{name} line {number}: not valid JSON: the array holds {what}") from None
+    del text
+    for index, row in enumerate(data if isinstance(data, list) else [data]):
+        yield _check_row(row, f"{name} index {index}")
+
+
 def _check_row(row: Any, where: str) -> dict[str, Any]:
-    if not isinstance(row, dict) or not isinstance(row.get("decision"), str) or not isinstance(row.get("category"), str):
-        raise InputFormatError(f"{where}: not a decision row (needs 'decision' and 'category'); "
+    if not isinstance(row, dict) or not isinstance(row.get("decision"), str) \
+            or not isinstance(row.get("category"), str) or not isinstance(row.get("candidate_id"), str):
+        raise InputFormatError(f"{where}: not a decision row (needs 'candidate_id', 'decision' and 'category'); "
                                "did you pass candidate records instead of `nlc-screen screen` output?")
+    if not isinstance(row.get("site"), (str, type(None))):
+        raise InputFormatError(f"{where}: 'site' must be text or null")
     stamp = row.get("ruleset")
     if stamp is not None and not (isinstance(stamp, dict) and all(isinstance(stamp.get(k), str)
                                                                    for k in ("name", "version", "sha256"))):
@@ -158,8 +298,88 @@ def _check_row(row: Any, where: str) -> dict[str, Any]:
     return row
 
 
-def load_expectation(spec: str) -> dict[str, Any]:
-    """An expected flow (``figure1``, or a YAML path) with ``name``, ``title`` and ``counts``."""
+#: An expectation file is a few hundred bytes; anything far larger is not one.
+_MAX_EXPECTATION_BYTES = 64 * 1024
+_EXPECTATION_KEYS = ("name", "title", "counts")
+
+
+class _ExpectationLoader(yaml.SafeLoader):
+    """Safe YAML without aliases (no alias bombs); duplicate keys are found on the node tree."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed",
+                                              self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+        return super().compose_node(parent, index)
+
+
+def _duplicate_key(node: yaml.Node, where: str) -> str | None:
+    """The field path of the first key repeated in a mapping, or None."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            path = f"{where}{key.value}"
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    return path
+                seen.add(key.value)
+            found = _duplicate_key(value, path + ".")
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{where}{i}.")
+            if found:
+                return found
+    return None
+
+
+def _read_expectation_yaml(path: Path, display: str) -> Any:
+    def fail(message: str, field: str | None = None) -> RuleDefinitionError:
+        return RuleDefinitionError(message, file=display, field=field)
+
+    try:
+        if not path.is_file():
+            raise fail("not a regular file" if path.exists() else "no such file")
+        with path.open("rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise fail("not a regular file")
+            raw = handle.read(_MAX_EXPECTATION_BYTES + 1)
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror}") from None
+    if len(raw) > _MAX_EXPECTATION_BYTES:
+        raise fail(f"larger than {_MAX_EXPECTATION_BYTES // 1024} KB; not an expected flow")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise fail("not valid UTF-8") from None
+    loader = _ExpectationLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicate = _duplicate_key(node, "")
+        if duplicate:
+            raise fail("the same key appears twice", field=duplicate[:80])
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise fail(f"not valid YAML{at}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError:
+        raise fail("not valid YAML") from None
+    finally:
+        loader.dispose()
+
+
+def load_expectation(spec: str, ruleset: Ruleset | None = None) -> dict[str, Any]:
+    """An expected flow (``figure1``, or a YAML path) with ``name``, ``title`` and ``counts``.
+
+    Validated here, before any row is counted: only the keys ``name``, ``title`` (text) and
+    ``counts``; every count a whole number ≥ 0; with ``ruleset``, every box one that ruleset has.
+
+    :raises RuleDefinitionError: naming the file and the field (``counts.<box>``), never the value.
+    """
     path = Path(spec)
     if not path.suffix:
         folder = rules_dir() / "expectations"
@@ -168,12 +388,29 @@ def load_expectation(spec: str) -> dict[str, Any]:
             names = [p.stem for p in folder.glob("*.yaml")]
             raise RuleDefinitionError(f"no expected flow named {spec!r}{did_you_mean(spec, names)}; "
                                       f"available: {', '.join(sorted(names))}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise RuleDefinitionError(f"cannot read expected flow: {exc}", file=str(path)) from None
-    if not isinstance(data, dict) or not isinstance(data.get("counts"), dict):
-        raise RuleDefinitionError("must have a 'counts' mapping", file=str(path), field="counts")
+    display = str(path)
+    data = _read_expectation_yaml(path, display)
+    if not isinstance(data, dict):
+        raise RuleDefinitionError("must be a mapping with a 'counts' mapping", file=display)
+    for key in data:
+        if key not in _EXPECTATION_KEYS:
+            shown = str(key)[:40]
+            raise RuleDefinitionError(f"unknown field{did_you_mean(shown, _EXPECTATION_KEYS)}",
+                                      file=display, field=shown)
+    for key in ("name", "title"):
+        if key in data and not isinstance(data[key], str):
+            raise RuleDefinitionError("must be text", file=display, field=key)
+    if not isinstance(data.get("counts"), dict):
+        raise RuleDefinitionError("must be a mapping of box names to counts", file=display, field="counts")
+    boxes = ConsortCounts(ruleset).flat() if ruleset is not None else None
+    for box, want in data["counts"].items():
+        shown = f"counts.{str(box)[:60]}"
+        if boxes is not None and box not in boxes:
+            raise RuleDefinitionError(f"unknown box{did_you_mean(str(box), boxes)}; boxes of "
+                                      f"{ruleset.name if ruleset else ''}: {', '.join(boxes)}",
+                                      file=display, field=shown)
+        if type(want) is not int or want < 0:
+            raise RuleDefinitionError("must be a whole number ≥ 0", file=display, field=shown)
     return data
 
 
@@ -222,6 +459,8 @@ def render(counts: ConsortCounts, expected: dict[str, Any] | None = None) -> str
     out.append(line(labels.get(pend, pend), pend, 2))
     out.append(line(labels.get(cons["eligible"], cons["eligible"]), cons["eligible"]))
     out.append(line("Records that could not be read (not assessed)", "errors"))
+    out.append(f"{'Rows read (each candidate counts once: its last row)':<58}{counts.rows:>6}")
+    out.append(f"  {'Superseded by a later row for the same candidate':<56}{counts.superseded:>6}")
     problems = counts.arithmetic()
     out.append("")
     out.append("Arithmetic: " + ("consistent" if not problems else "; ".join(problems)))
