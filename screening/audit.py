@@ -11,7 +11,9 @@ or a decision after an error row was fixed — *supersedes* the earlier one: its
 primary criterion, per-criterion statuses, "excluded by this only" and criteria-set stamp are taken
 back and the later row's are counted instead. Error rows whose candidate_id is only their position
 (``line 7``, ``index 3``, ``record 12``: the record's id could not be read) are never merged. The
-report says how many rows were read and how many were superseded.
+report says how many rows were read and how many were superseded. The criteria-set check applies to
+the rows counted: a row made with another set and superseded by a re-screen is not flagged; a
+re-screen made with another set is.
 
 Counting streams: no row is kept. Per candidate only a reference to its current contribution is
 held (identical contributions are shared), about 150–250 bytes per distinct candidate.
