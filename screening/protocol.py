@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
+import stat
 import string
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -44,6 +46,20 @@ NUMERIC_OPERATORS = ("lt", "le", "gt", "ge")
 DEFAULT_RULESET = "paper-2024"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
+#: The largest rules or value-set file read (the shipped ones are under 40 KiB; parsing 1 MiB of
+#: YAML takes about a second and 160 MB, so a hostile file cannot stall start-up for long).
+MAX_RULES_FILE_BYTES = 1 << 20
+#: The deepest nesting of mappings and lists in a rules file (the shipped sets go 10 deep).
+MAX_YAML_DEPTH = 32
+#: The whole-number parameters and their allowed range, both ends included.
+PARAMETER_BOUNDS: dict[str, tuple[int, int]] = {
+    "min_age_years": (0, 130),
+    "diary_window_nights": (1, 366),
+    "min_episodes": (0, 1000),
+    "enrollment_offset_days": (1, 3660),   # and ≥ diary_window_nights
+    "lookback_months": (0, 240),
+    "lookback_days": (0, 7320),
+}
 
 # Condition tree: ("all", (cond, ...)) | ("any", (cond, ...)) | ("cmp", fact, op, value)
 Condition = tuple[Any, ...]
@@ -161,8 +177,8 @@ _TOP_KEY = re.compile(r'^(name|version|criteria):[ \t]*"?([^"#\n]*?)"?[ \t]*(?:#
 def _head(path: Path) -> dict[str, str]:
     """The top-level ``name``, ``version`` and ``criteria`` keys of a rules file, without parsing it all."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_rules_file(path)[0].decode("utf-8")
+    except (OSError, UnicodeDecodeError, _Refused):
         return {}
     found: dict[str, str] = {}
     for match in _TOP_KEY.finditer(text):
@@ -192,6 +208,8 @@ def resolve(spec: str) -> Path:
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         if candidate.is_file():
             return candidate
+        if candidate.exists():
+            raise RulesetNotFound(f"criteria set file {spec!r} is not a regular file")
         raise RulesetNotFound(f"criteria set file {spec!r} does not exist")
     name, _, version = spec.partition("@")
     sets = available_rulesets()
@@ -208,30 +226,197 @@ def resolve(spec: str) -> Path:
                           f"available: {', '.join(v for v, _ in versions)}")
 
 
-_CACHE: dict[tuple[str, tuple[tuple[str, int], ...]], Ruleset] = {}
+#: resolved path of a set -> (the set, the (path, inode, size, mtime) of every file it read)
+_CACHE: dict[str, tuple[Ruleset, tuple[tuple[str, int, int, int], ...]]] = {}
 #: PyYAML's C loader when it was built with libyaml (six times faster at start-up), else the pure one.
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _unchanged(stamps: tuple[tuple[str, int, int, int], ...]) -> bool:
+    for name, ino, size, mtime in stamps:
+        try:
+            st = os.stat(name)
+        except OSError:
+            return False
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != (ino, size, mtime):
+            return False
+    return True
 
 
 def load_ruleset(spec: str | Path = DEFAULT_RULESET) -> Ruleset:
     """Load and validate a criteria set by name, ``name@version`` or path.
 
-    Loaded sets are kept per process; an edit to the set or to any YAML file beside it or below
-    (its value sets) loads it afresh.
+    Loaded sets are kept per process; an edit to the set or to any value set it read loads it afresh.
 
     :raises RulesetNotFound: nothing matches ``spec``.
     :raises RuleDefinitionError: the set or one of its value sets is invalid; names file, criterion, field.
     """
     path = resolve(str(spec))
-    stamps = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in path.parent.rglob("*.yaml")))
-    key = (str(path.resolve()), stamps)
-    if key not in _CACHE:
-        _CACHE[key] = _Loader(path).load()
-    return _CACHE[key]
+    key = str(path.resolve())
+    hit = _CACHE.get(key)
+    if hit is not None and _unchanged(hit[1]):
+        return hit[0]
+    loader = _Loader(path)
+    ruleset = loader.load()
+    _CACHE[key] = (ruleset, tuple(loader.stamps))
+    return ruleset
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading rules files: regular files of bounded size, YAML without aliases or duplicate keys
+
+
+class _Refused(Exception):
+    """A rules file is refused before validation; ``field`` is where in it, when known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+    return f"is not a regular file ({kind})"
+
+
+def read_rules_file(path: Path, limit: int = MAX_RULES_FILE_BYTES) -> tuple[bytes, os.stat_result]:
+    """The bytes of a rules file, and its status: only a regular file, of at most ``limit`` bytes.
+
+    A FIFO, a device (``/dev/zero``), a directory or a socket is refused before it is read (opened
+    non-blocking, checked again on the open file); the read stops one byte past ``limit``.
+
+    :raises OSError: the file cannot be opened or read.
+    :raises _Refused: not a regular file, or too large.
+    """
+    problem = _not_regular(os.stat(path).st_mode)  # before opening: opening some devices does things
+    if problem:
+        raise _Refused(problem)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        problem = _not_regular(st.st_mode)
+        if problem:
+            raise _Refused(problem)
+        too_large = _Refused(f"is larger than {limit} bytes; a rules file is a few KiB")
+        if st.st_size > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise too_large
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _show(key: Any) -> str:
+    text = repr(key)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def parse_yaml(text: str) -> Any:
+    """A YAML document as Python data, refusing what a rules file never needs and an attacker uses.
+
+    Refused: aliases (``*name``: a "billion laughs" expands a few lines into gigabytes; an anchor
+    that is never used again is harmless), merge keys (``<<``: a merged key and an explicit one
+    silently override each other), a duplicate key in any mapping (YAML would let the last one win
+    silently), a key that is not a plain scalar, and nesting deeper than :data:`MAX_YAML_DEPTH`.
+    The tree is checked before it is turned into Python objects, so nothing is expanded first.
+
+    :raises yaml.YAMLError: not valid YAML.
+    :raises _Refused: naming the line, and the field where known.
+    """
+    loader = _YamlLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        seen: set[int] = set()
+        stack: list[tuple[yaml.Node, str, int]] = [(root, "", 0)]
+        while stack:
+            node, where, depth = stack.pop()
+            line = node.start_mark.line + 1
+            if id(node) in seen:
+                raise _Refused(f"a YAML alias repeats the node anchored at line {line}; aliases (*name) are "
+                               f"not allowed in rules files: write the value out", where or None)
+            seen.add(id(node))
+            if depth > MAX_YAML_DEPTH:
+                raise _Refused(f"line {line}: nested deeper than {MAX_YAML_DEPTH} levels", where or None)
+            children: list[tuple[yaml.Node, str, int]] = []
+            if isinstance(node, yaml.MappingNode):
+                keys: dict[Any, int] = {}
+                for key_node, value_node in node.value:
+                    key_line = key_node.start_mark.line + 1
+                    if key_node.tag == _MERGE_TAG:
+                        raise _Refused(f"line {key_line}: merge keys (<<) are not allowed in rules files; "
+                                       f"write the keys out", where or None)
+                    if not isinstance(key_node, yaml.ScalarNode) or id(key_node) in seen:
+                        raise _Refused(f"line {key_line}: a key must be a plain word, not a list, a mapping "
+                                       f"or an alias", where or None)
+                    seen.add(id(key_node))
+                    key = loader.construct_object(key_node)
+                    try:
+                        first = keys.get(key)
+                    except TypeError:  # unhashable: the constructor reports it
+                        first = None
+                    if first is not None:
+                        raise _Refused(f"duplicate key {_show(key)} at line {key_line} (first at line {first}); "
+                                       f"YAML would silently keep only the last", where or None)
+                    keys[key] = key_line
+                    children.append((value_node, f"{where}.{key}" if where else str(key), depth + 1))
+            elif isinstance(node, yaml.SequenceNode):
+                children = [(child, f"{where}[{i}]", depth + 1) for i, child in enumerate(node.value)]
+            stack.extend(reversed(children))  # document order, so an alias is found at its use
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 # ---------------------------------------------------------------------------------------------
 # Validation
+
+#: What the procedural criteria must make of each consent value (record contract, shared/intake-record.md):
+#: declined and withdrawn candidates leave before randomisation; pending ones are not randomized yet.
+_CONSENT_NEEDS: dict[str, tuple[str, ...]] = {
+    "declined": ("not_met",),
+    "withdrawn": ("not_met",),
+    "pending": ("not_met", "unknown", "review"),
+}
+
+
+def _surely(cond: Condition, fact: str, values: tuple[str, ...]) -> set[str]:
+    """The values of an enum ``fact`` for which ``cond`` holds whatever the other facts are."""
+    kind = cond[0]
+    if kind in ("all", "any"):
+        parts = [_surely(c, fact, values) for c in cond[1]]
+        return set.intersection(*parts) if kind == "all" else set.union(*parts)
+    _, name, op, operand = cond
+    if name != fact:
+        return set()
+    if op == "eq":
+        return {v for v in values if v == operand}
+    if op == "ne":
+        return {v for v in values if v != operand}
+    if op == "in":
+        return {v for v in values if v in operand}
+    if op == "not_in":
+        return {v for v in values if v not in operand}
+    return set()
 
 
 _SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
@@ -252,6 +437,7 @@ class _Loader:
         self.path = path
         self.file = self._display(path)
         self.blobs: list[tuple[str, bytes]] = []
+        self.stamps: list[tuple[str, int, int, int]] = []
 
     @staticmethod
     def _display(path: Path) -> str:
@@ -265,14 +451,20 @@ class _Loader:
              file: str | None = None) -> RuleDefinitionError:
         return RuleDefinitionError(message, file=file or self.file, criterion=criterion, field=field)
 
-    def _read_yaml(self, path: Path, display: str) -> dict[str, Any]:
+    def _read_yaml(self, path: Path, display: str, *, field: str | None = None) -> dict[str, Any]:
+        """A rules or value-set file as a mapping (``field``: where the set names it, for errors)."""
         try:
-            raw = path.read_bytes()
+            raw, st = read_rules_file(path)
+        except _Refused as exc:
+            raise self.fail(f"{display} {exc}", file=display, field=field) from None
         except OSError as exc:
-            raise self.fail(f"cannot read: {exc.strerror}", file=display) from None
+            raise self.fail(f"cannot read: {exc.strerror}", file=display, field=field) from None
         self.blobs.append((display, raw))
+        self.stamps.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns))
         try:
-            data = yaml.load(raw.decode("utf-8"), Loader=_YamlLoader)
+            data = parse_yaml(raw.decode("utf-8"))
+        except _Refused as exc:
+            raise self.fail(str(exc), file=display, field=exc.field) from None
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise self.fail(f"not valid YAML: {exc}", file=display) from None
         if not isinstance(data, dict):
@@ -328,6 +520,7 @@ class _Loader:
             extra = sorted(set(precedence or []) - set(criteria))
             raise self.fail(f"must list every criterion exactly once (missing: {missing or 'none'}, "
                             f"unknown: {extra or 'none'})", field="precedence")
+        self._decision_needs(criteria, consort)
         digest = hashlib.sha256()
         for display, raw in sorted(self.blobs):  # the same set hashes the same, whatever the read order
             digest.update(display.split("/")[-1].encode() + b"\0" + raw + b"\0")
@@ -348,8 +541,7 @@ class _Loader:
             "attribution_mode": ("presence",),
             "condition_history": STATUSES,
         }
-        ints = ("min_age_years", "diary_window_nights", "min_episodes", "enrollment_offset_days",
-                "lookback_months", "lookback_days")
+        ints = tuple(PARAMETER_BOUNDS)
         dates = ("study_window_start", "study_window_end")
         self._keys(params, set(choices) | set(ints), set(dates), where="parameters.")
         for key, allowed in choices.items():
@@ -358,9 +550,13 @@ class _Loader:
                 if key == "attribution_mode" and params[key] == "investigator":
                     hint = " ('investigator' needs a per-condition attribution field that record v1 lacks)"
                 raise self.fail(f"must be one of {', '.join(allowed)}{hint}", field=f"parameters.{key}")
-        for key in ints:
-            if not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < 0:
-                raise self.fail("must be a whole number ≥ 0", field=f"parameters.{key}")
+        for key, (low, high) in PARAMETER_BOUNDS.items():
+            value = params[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise self.fail(f"must be a whole number in {low} … {high}", field=f"parameters.{key}")
+        if params["enrollment_offset_days"] < params["diary_window_nights"]:
+            raise self.fail("must be at least diary_window_nights: randomisation follows the screening diary",
+                            field="parameters.enrollment_offset_days")
         out = dict(params)
         for key in dates:
             if key in params:
@@ -368,7 +564,63 @@ class _Loader:
                     out[key] = dt.date.fromisoformat(str(params[key]))
                 except ValueError:
                     raise self.fail("must be a date YYYY-MM-DD", field=f"parameters.{key}") from None
+        for key, other in zip(dates, reversed(dates)):
+            if key not in params and other in params:
+                raise self.fail(f"required with parameters.{other} (the screening period has two ends)",
+                                field=f"parameters.{key}")
+        if "study_window_start" in out and out["study_window_start"] > out["study_window_end"]:
+            raise self.fail("must not be before parameters.study_window_start", field="parameters.study_window_end")
         return out
+
+    def _decision_needs(self, criteria: dict[str, Criterion], consort: dict[str, Any]) -> None:
+        """What screening.decision needs to put every candidate in the right CONSORT box.
+
+        An eligible candidate is counted in ``consort.eligible`` (randomized) only when every
+        procedural criterion is met. So a set needs a procedural criterion that surely fails when
+        consent is declined or withdrawn (counted in its own withdrawal box) and surely stays open
+        while consent is pending; and no box may be shared between a failing criterion and the
+        eligible or open candidates. Without these, declined candidates would be counted as randomized.
+        """
+        eligible = consort["eligible"]
+        for key in ("eligible_pending", "undetermined"):
+            if consort[key] == eligible:
+                raise self.fail(f"must differ from consort.eligible ({eligible!r}): candidates still open "
+                                f"would be counted with the randomized", field=f"consort.{key}")
+        open_boxes = {eligible, consort["eligible_pending"], consort["undetermined"]}
+        eligibility = [c for c in criteria.values() if c.kind != "procedural"]
+        procedural = [c for c in criteria.values() if c.kind == "procedural"]
+        for crit in eligibility:
+            if crit.category in open_boxes:
+                raise self.fail(f"category {crit.category!r} is a box of consort.eligible, eligible_pending or "
+                                f"undetermined: candidates this criterion excludes would be counted there",
+                                criterion=crit.id, field="category")
+        if not procedural:
+            raise self.fail("a criteria set needs a procedural criterion (kind: procedural, e.g. written "
+                            "informed consent) that fails when consent is declined or withdrawn; without one, "
+                            "declined candidates would be counted as randomized", field="criteria")
+        shared = {c.category for c in eligibility}
+        for crit in procedural:
+            if crit.category in open_boxes:
+                raise self.fail(f"a procedural criterion's category is the withdrawal box where candidates who "
+                                f"decline are counted; it cannot be {crit.category!r} (consort.eligible, "
+                                f"eligible_pending or undetermined)", criterion=crit.id, field="category")
+            if crit.category in shared:
+                users = ", ".join(c.id for c in eligibility if c.category == crit.category)
+                raise self.fail(f"category {crit.category!r} is also the category of eligibility criteria "
+                                f"({users}): withdrawals would be counted with them; use a withdrawal box",
+                                criterion=crit.id, field="category")
+        values = self.fact_types["consent"].values
+        covered: dict[str, set[str]] = {value: set() for value in values}
+        for crit in procedural:
+            for rule in crit.rules:
+                for value in _surely(rule.when, "consent", values):
+                    covered[value].add(rule.status)
+        for value, statuses in _CONSENT_NEEDS.items():
+            if not covered[value] & set(statuses):
+                what = "fails (not_met)" if statuses == ("not_met",) else "stays open (unknown, review or not_met)"
+                raise self.fail(f"no rule of a procedural criterion surely {what} when consent is {value!r} "
+                                f"(test {{consent: {{in: [...]}}}} alone, or inside any:); such candidates would "
+                                f"be counted as randomized", criterion=procedural[0].id, field="rules")
 
     def _consort(self, consort: Any) -> dict[str, Any]:
         if not isinstance(consort, dict):
@@ -406,9 +658,12 @@ class _Loader:
         (entry name, its raw mapping, the file as shown in errors)."""
         if kind not in refs:
             return []
+        if not isinstance(refs[kind], str) or not refs[kind].strip():
+            raise self.fail("must be the path of a value-set file, relative to the criteria set",
+                            field=f"value_sets.{kind}")
         path = self.path.parent / refs[kind]
         display = self._display(path)
-        data = self._read_yaml(path, display)
+        data = self._read_yaml(path, display, field=f"value_sets.{kind}")
         self._keys(data, {"name", "version", body}, {"description"} | set(optional), where="", file=display)
         return [(str(name), raw, display) for name, raw in (data[body] or {}).items()]
 
