@@ -3,7 +3,9 @@
 Rules in ``rules/`` test *facts* in their conditions and quote facts, context values and parameters
 in their reasons. This module lists them, with their types, so that a rules file naming a fact that
 does not exist fails when it is loaded ("did you mean …"), not silently at the 400th record.
-``screening.facts`` computes exactly these names; a test checks that the two agree.
+``screening.facts`` computes exactly these names: ``tests/test_catalogue.py`` checks that the two
+agree (every derived fact is listed here with a value of its kind, every fact listed here is derived
+for a full record, and every name a reason may quote is set).
 
 A fact whose value is unknown is *absent* from the engine's fact; enum facts use the explicit word
 ``unknown`` where the record says nothing.
