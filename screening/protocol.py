@@ -6,6 +6,28 @@ derived facts, and fails with a :class:`~screening.errors.RuleDefinitionError` t
 the criterion and the field ("did you mean …"). The result is a frozen :class:`Ruleset` stamped with
 its name, version and the sha256 of every file it loaded.
 
+What is refused before validation (a rules file may come from anyone, through ``--rules PATH``):
+
+* a file that is not a regular file (a FIFO, ``/dev/zero``, a directory), or larger than
+  :data:`MAX_RULES_FILE_BYTES` (1 MiB): opened non-blocking, checked, read with a bounded read;
+* YAML aliases (``*name``, the "billion laughs"), merge keys (``<<``), a duplicate key in any
+  mapping (named with its line), a key that is not a plain scalar, nesting deeper than
+  :data:`MAX_YAML_DEPTH` (see :func:`parse_yaml`).
+
+What validation adds to the per-field checks:
+
+* whole-number parameters within :data:`PARAMETER_BOUNDS` — ``min_age_years`` 0 … 130,
+  ``diary_window_nights`` 1 … 366, ``min_episodes`` 0 … 1000, ``enrollment_offset_days`` 1 … 3660
+  and at least ``diary_window_nights`` (randomisation follows the diary), ``lookback_months``
+  0 … 240, ``lookback_days`` 0 … 7320 (20 years either way) — so that no date arithmetic on a valid
+  record can overflow; ``study_window_start`` and ``study_window_end`` both or neither, in order;
+* what :mod:`screening.decision` needs to count every candidate in the right CONSORT box: at least
+  one procedural criterion, whose rules surely fail (``not_met``) on consent ``declined`` and
+  ``withdrawn`` and surely stay open on ``pending``, in a withdrawal box of its own (not
+  ``consort.eligible``, ``eligible_pending`` or ``undetermined``, and not shared with an eligibility
+  criterion); no eligibility criterion in those three boxes; ``consort.eligible`` distinct from the
+  other two. Otherwise a declined candidate would be counted as randomized.
+
 Example::
 
     ruleset = load_ruleset("paper-2024")          # or "registry-2023", "paper-2024@1.0.0", a path
@@ -329,6 +351,15 @@ def _show(key: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "…"
 
 
+def _path(where: Any) -> str | None:
+    """A field path such as ``criteria[3].title`` from the walk's (parent, key) chain."""
+    parts: list[str] = []
+    while where is not None:
+        where, key = where
+        parts.append(f"[{key}]" if isinstance(key, int) and not isinstance(key, bool) else f".{key}")
+    return "".join(reversed(parts)).lstrip(".") or None
+
+
 def parse_yaml(text: str) -> Any:
     """A YAML document as Python data, refusing what a rules file never needs and an attacker uses.
 
@@ -347,41 +378,50 @@ def parse_yaml(text: str) -> Any:
         if root is None:
             return None
         seen: set[int] = set()
-        stack: list[tuple[yaml.Node, str, int]] = [(root, "", 0)]
+        # (node, where: None at the top or (where of the parent, key or index), depth); the field
+        # path is spelt out only for an error.
+        stack: list[tuple[yaml.Node, Any, int]] = [(root, None, 0)]
+        mapping, sequence, plain = yaml.MappingNode, yaml.SequenceNode, "tag:yaml.org,2002:str"
         while stack:
             node, where, depth = stack.pop()
-            line = node.start_mark.line + 1
             if id(node) in seen:
-                raise _Refused(f"a YAML alias repeats the node anchored at line {line}; aliases (*name) are "
-                               f"not allowed in rules files: write the value out", where or None)
+                raise _Refused(f"a YAML alias repeats the node anchored at line {node.start_mark.line + 1}; "
+                               f"aliases (*name) are not allowed in rules files: write the value out", _path(where))
             seen.add(id(node))
-            if depth > MAX_YAML_DEPTH:
-                raise _Refused(f"line {line}: nested deeper than {MAX_YAML_DEPTH} levels", where or None)
-            children: list[tuple[yaml.Node, str, int]] = []
-            if isinstance(node, yaml.MappingNode):
-                keys: dict[Any, int] = {}
+            if node.__class__ is mapping:
+                if depth >= MAX_YAML_DEPTH:
+                    raise _Refused(f"line {node.start_mark.line + 1}: nested deeper than {MAX_YAML_DEPTH} levels",
+                                   _path(where))
+                keys: dict[Any, yaml.Node] = {}
+                children: list[tuple[yaml.Node, Any, int]] = []
                 for key_node, value_node in node.value:
-                    key_line = key_node.start_mark.line + 1
-                    if key_node.tag == _MERGE_TAG:
-                        raise _Refused(f"line {key_line}: merge keys (<<) are not allowed in rules files; "
-                                       f"write the keys out", where or None)
-                    if not isinstance(key_node, yaml.ScalarNode) or id(key_node) in seen:
-                        raise _Refused(f"line {key_line}: a key must be a plain word, not a list, a mapping "
-                                       f"or an alias", where or None)
+                    if key_node.tag == plain and key_node.__class__ is yaml.ScalarNode:
+                        key = key_node.value
+                    elif key_node.tag == _MERGE_TAG:
+                        raise _Refused(f"line {key_node.start_mark.line + 1}: merge keys (<<) are not allowed in "
+                                       f"rules files; write the keys out", _path(where))
+                    elif isinstance(key_node, yaml.ScalarNode):
+                        key = loader.construct_object(key_node)
+                    else:
+                        raise _Refused(f"line {key_node.start_mark.line + 1}: a key must be a plain word, not a "
+                                       f"list or a mapping", _path(where))
+                    if id(key_node) in seen:
+                        raise _Refused(f"line {key_node.start_mark.line + 1}: a key must not be an alias",
+                                       _path(where))
                     seen.add(id(key_node))
-                    key = loader.construct_object(key_node)
-                    try:
-                        first = keys.get(key)
-                    except TypeError:  # unhashable: the constructor reports it
-                        first = None
+                    first = keys.get(key)
                     if first is not None:
-                        raise _Refused(f"duplicate key {_show(key)} at line {key_line} (first at line {first}); "
-                                       f"YAML would silently keep only the last", where or None)
-                    keys[key] = key_line
-                    children.append((value_node, f"{where}.{key}" if where else str(key), depth + 1))
-            elif isinstance(node, yaml.SequenceNode):
-                children = [(child, f"{where}[{i}]", depth + 1) for i, child in enumerate(node.value)]
-            stack.extend(reversed(children))  # document order, so an alias is found at its use
+                        raise _Refused(f"duplicate key {_show(key)} at line {key_node.start_mark.line + 1} (first at "
+                                       f"line {first.start_mark.line + 1}); YAML would silently keep only the last",
+                                       _path(where))
+                    keys[key] = key_node
+                    children.append((value_node, (where, key), depth + 1))
+                stack.extend(reversed(children))  # document order, so an alias is found where it is used
+            elif node.__class__ is sequence:
+                if depth >= MAX_YAML_DEPTH:
+                    raise _Refused(f"line {node.start_mark.line + 1}: nested deeper than {MAX_YAML_DEPTH} levels",
+                                   _path(where))
+                stack.extend((child, (where, i), depth + 1) for i, child in reversed(list(enumerate(node.value))))
         return loader.construct_document(root)
     finally:
         loader.dispose()
