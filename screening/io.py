@@ -1,9 +1,11 @@
 """Reading candidate records and writing decision rows: JSON, JSON Lines, CSV, text. Streaming.
 
 Readers yield :class:`Item` objects — one per input record, each with its position (``line 17``,
-``index 3``) and its raw JSON text — and never stop a batch for one bad record: a line that is not
-JSON becomes an ``Item`` with an ``error``. Memory stays flat: JSON Lines and CSV are read line by
-line, a JSON array element by element.
+``index 3``, ``record 2``) and its raw JSON text — and never stop a batch for one bad record: a
+line, row or element that cannot be read becomes an ``Item`` with an ``error`` and reading goes on
+after it. When the rest of an input truly cannot be told apart (a JSON array element that never
+ends), :func:`read_records`' :class:`RecordStream` says so in ``unread``. Memory stays flat: JSON
+Lines and CSV are read line by line, JSON element by element, each decoded once (linear time).
 
 CSV input: one row per candidate, columns named by record field paths (``candidate_id``,
 ``screening_start``, ``diary.nights_recorded``, ``conditions.hypothyroidism``,
@@ -17,7 +19,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -64,14 +68,38 @@ def detect_format(name: str | None, head: str) -> str:
     return "csv"
 
 
-def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: str | None = None) -> Iterator[Item]:
-    """Yield one :class:`Item` per record in a stream (format given, or detected).
+class RecordStream(Iterator[Item]):
+    """The items of one input, in order — and whether all of the input could be read.
 
-    A binary stream is read as UTF-8: in JSON Lines a line that is not valid UTF-8 is one error
-    item and the rest go on; in CSV or a JSON array, where the structure cannot be resynchronised,
-    the first undecodable byte ends the input with one error item.
+    ``unread`` is None while and after a normal read. When a reader has to give up before the end
+    of its input (a JSON array element that never ends, more input after the array), it yields one
+    error item for where it stopped and sets ``unread`` to a sentence saying where that was and how
+    many records were not read (a count, or an estimate from the ``"candidate_id"`` keys and the
+    bytes left). Check it after the iteration ends: such an input is readable only in part.
+    """
 
-    :raises InputFormatError: the format is unknown or the whole input is unreadable.
+    def __init__(self, items: Iterator[Item] | None = None) -> None:
+        self.unread: str | None = None
+        self._items: Iterator[Item] = items if items is not None else iter(())
+
+    def __iter__(self) -> RecordStream:
+        return self
+
+    def __next__(self) -> Item:
+        return next(self._items)
+
+
+def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: str | None = None) -> RecordStream:
+    """One :class:`Item` per record in a stream (format given, or detected), as a :class:`RecordStream`.
+
+    A binary stream is read as UTF-8. A record that cannot be read is one error item and reading
+    goes on with the next: the next line (JSON Lines, CSV — also after a quote that never closes),
+    the next element of a JSON array, the next line starting with ``{`` (JSON objects one after
+    another). Bytes that are not UTF-8 make the record they are in an error item. Only when the
+    rest of the input cannot be told apart does the reader stop; then ``RecordStream.unread`` says
+    how much was not read. Empty input (nothing, blank lines, a CSV header alone) yields no item.
+
+    :raises InputFormatError: the format is unknown, or (while iterating) the CSV header is unreadable.
     """
     binary = isinstance(stream.read(0), bytes)
     head: Any = b"" if binary else ""
@@ -81,7 +109,7 @@ def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: s
     if fmt not in FORMATS:
         raise InputFormatError(f"unknown input format {fmt!r}{did_you_mean(fmt, FORMATS)}; use one of {', '.join(FORMATS)}")
     if fmt == "jsonl":
-        return read_jsonl_lines(_Rewound(head, stream))
+        return RecordStream(read_jsonl_lines(_Rewound(head, stream)))
     if binary:
         # Undecodable bytes become lone surrogates, so they can be pinned to the row (CSV) or the
         # array element (JSON) they are in, which becomes an error item; the rest goes on.
@@ -90,7 +118,9 @@ def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: s
         source = _Rewound("", text)
     else:
         source = _Rewound(head, stream)
-    return _read_csv(source) if fmt == "csv" else _read_json(source)
+    records = RecordStream()
+    records._items = _read_csv(source) if fmt == "csv" else _JsonReader(source, records).items()
+    return records
 
 
 class _RawChain(io.RawIOBase):
@@ -121,6 +151,14 @@ def _bad_utf8(text: str) -> bool:
     return _BAD_BYTE.search(text) is not None
 
 
+def _utf8_len(text: str) -> int:
+    """How many bytes ``text`` was in the input (undecodable bytes count as one each)."""
+    try:
+        return len(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        return len(text.encode("utf-8", "surrogatepass"))
+
+
 class _Rewound(io.TextIOBase):
     """A stream with what was already read put back in front (text, or bytes for JSON Lines)."""
 
@@ -138,14 +176,17 @@ class _Rewound(io.TextIOBase):
         return self._stream.read(-1 if size is None else size)
 
     def readline(self, size: int | None = -1) -> Any:
+        limit = -1 if size is None or size < 0 else size
         if self._head:
             nl = self._head.find("\n" if isinstance(self._head, str) else b"\n")
-            if nl >= 0:
-                out, self._head = self._head[:nl + 1], self._head[nl + 1:]
+            take = len(self._head) if nl < 0 else nl + 1
+            if limit >= 0:
+                take = min(take, limit)
+            out, self._head = self._head[:take], self._head[take:]
+            if nl >= 0 or self._head or (limit >= 0 and len(out) >= limit):
                 return out
-            out, self._head = self._head, self._head[:0]
-            return out + self._stream.readline()
-        return self._stream.readline()
+            return out + self._stream.readline(-1 if limit < 0 else limit - len(out))
+        return self._stream.readline(limit)
 
     def __iter__(self) -> Iterator[Any]:
         head, self._head = self._head, self._head[:0]
@@ -160,24 +201,54 @@ class _Rewound(io.TextIOBase):
         yield from self._stream  # the rest at the stream's own (C) speed
 
 
+# ---------------------------------------------------------------------------------------------
+# JSON Lines
+
+
 def read_jsonl_lines(lines: Iterable[str | bytes], first_line: int = 1) -> Iterator[Item]:
     """Items from JSON Lines lines (text, or bytes read as UTF-8), numbered from ``first_line``.
 
     Blank lines are not records; a line that is not one JSON object, or not UTF-8, is an error item.
+    A line end is ``\\n``, ``\\r\\n`` or a lone ``\\r`` (old Mac files): a "line" handed in that
+    holds lone ``\\r`` is several lines, and the numbering counts each (so a chunk of a file split
+    at ``\\n`` is numbered as the whole file is: ``first_line`` + the line ends before it).
     """
-    for number, line in enumerate(lines, start=first_line):
+    number = first_line - 1
+    for line in lines:
+        number += 1
         if isinstance(line, bytes):
+            if b"\r" in line:
+                parts = _cr_lines(line)
+                if len(parts) > 1:
+                    for part in parts:
+                        yield from read_jsonl_lines((part,), number)
+                        number += 1
+                    number -= 1
+                    continue
             try:
                 line = line.decode("utf-8")
             except UnicodeDecodeError:
                 yield _unreadable(f"line {number}", "not valid UTF-8")
                 continue
+        elif "\r" in line:
+            parts = _cr_lines(line)
+            if len(parts) > 1:
+                for part in parts:
+                    yield from read_jsonl_lines((part,), number)
+                    number += 1
+                number -= 1
+                continue
         text = line.strip()
         if not text:
             continue
-        if text.startswith("\ufeff"):
-            text = text[1:]
         if not text.startswith("{"):
+            if text.startswith("\ufeff"):  # a byte-order mark (the first line of some files)
+                text = text[1:].lstrip()
+                if not text:
+                    continue
+                if text.startswith("{"):
+                    yield Item(f"line {number}", text)
+                    continue
             try:
                 value = json.loads(text)
                 what = ("a JSON array, not a record (one JSON object per line)" if isinstance(value, list)
@@ -189,105 +260,437 @@ def read_jsonl_lines(lines: Iterable[str | bytes], first_line: int = 1) -> Itera
         yield Item(f"line {number}", text)
 
 
-def _read_json(stream: _Rewound) -> Iterator[Item]:
-    decoder = json.JSONDecoder()
-    buf = stream.read(_CHUNK)
-    pos = 0
-    while pos < len(buf) and buf[pos] in "\ufeff \t\r\n":
-        pos += 1
-    if pos >= len(buf):
-        return
-    if buf[pos] == "{":  # one object, or several one after another (e.g. JSON Lines in a .json file)
-        yield from _read_objects(buf + stream.read(), pos, decoder)
-        return
-    if buf[pos] != "[":
-        yield _unreadable("index 0", "input is neither a JSON object nor a JSON array", where="start of input")
-        return
-    pos += 1
-    index = 0
-    expect_comma = False
-    while True:
+def _cr_lines(line: Any) -> list[Any]:
+    """A line split at lone CRs: its end (``\\n``, ``\\r\\n``, or a CR at the very end) removed first."""
+    cr, lf = ("\r", "\n") if isinstance(line, str) else (b"\r", b"\n")
+    if line.endswith(lf):
+        line = line[:-1]
+    if line.endswith(cr):
+        line = line[:-1]
+    return [line] if cr not in line else line.split(cr)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON: one object, objects one after another, or an array
+
+
+class _BadNumber(ValueError):
+    """A number the reader refuses: not finite (``Infinity``, ``NaN``, ``1e999``)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _BadNumber("a number is not a finite JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise _BadNumber("a number is too large (not a finite JSON number)")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
+_SPACE = re.compile(r"[ \t\r\n\ufeff]*")
+#: Outside strings: the characters that open or close something.
+_OUTSIDE = re.compile(r'[\[\]{}"]')
+#: Inside a string: its end, an escape, or a line break (never valid in a JSON string).
+_INSIDE = re.compile(r'["\\\n\r]')
+#: A bare token (number, literal, garbage) ends at white space or structure.
+_TOKEN_END = re.compile(r'[\s,\[\]{}"]')
+_KEY = '"candidate_id"'
+#: The largest element (characters) kept whole to decode; a larger one is an error item, skipped.
+MAX_ELEMENT = 64 << 20
+
+
+class _Scanner:
+    """Finds where one JSON value ends, fed piece by piece, without decoding it.
+
+    String-aware (escapes, quotes), with a stack of open brackets. It recovers as a reader would
+    expect: a line break inside a string ends the string (a quote that never closed); a closing
+    bracket of the wrong kind closes up to its match; a stray one is ignored. Either marks the
+    value ``bad``. Work is linear: compiled regexes jump between the characters that matter.
+    """
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self.in_string = False
+        self.escape = False
+        self.token = False
+        self.started = False
+        self.bad = False
+
+    def feed(self, s: str, i: int) -> int:
+        """Scan ``s`` from ``i``: the index just after the value's end, or -1 (all of ``s`` is inside it)."""
+        n = len(s)
+        if not self.started:
+            if i >= n:
+                return -1
+            self.started = True
+            c = s[i]
+            i += 1
+            if c in "[{":
+                self.stack.append(c)
+            elif c == '"':
+                self.in_string = True
+            else:
+                self.token = True
+        stack = self.stack
         while True:
-            while pos < len(buf) and buf[pos] in " \t\r\n":
-                pos += 1
-            if pos < len(buf):
-                break
-            more = stream.read(_CHUNK)
-            if not more:
-                yield _unreadable(f"index {index}", "the JSON array is not closed (input ends early)")
-                return
-            buf, pos = buf[pos:] + more, 0
-        ch = buf[pos]
-        if ch == "]":
-            rest = buf[pos + 1:].strip()
-            while not rest:
-                more = stream.read(_CHUNK)
-                if not more:
-                    return
-                rest = more.strip()
-            yield _unreadable(f"index {index}", "more input after the end of the JSON array; it cannot be read as "
-                              "records (use one array, or JSON Lines)", where=f"after index {index - 1}")
+            if self.token:
+                m = _TOKEN_END.search(s, i)
+                return -1 if m is None else m.start()
+            if self.in_string:
+                if self.escape:
+                    if i >= n:
+                        return -1
+                    i += 1
+                    self.escape = False
+                m = _INSIDE.search(s, i)
+                if m is None:
+                    return -1
+                c = m.group()
+                i = m.end()
+                if c == "\\":
+                    self.escape = True
+                    continue
+                if c != '"':  # a line break: this string's quote never closed
+                    self.bad = True
+                self.in_string = False
+                if not stack:
+                    return i
+                continue
+            m = _OUTSIDE.search(s, i)
+            if m is None:
+                return -1
+            c = m.group()
+            i = m.end()
+            if c == '"':
+                self.in_string = True
+            elif c in "[{":
+                stack.append(c)
+            else:
+                want = "[" if c == "]" else "{"
+                if stack[-1] == want:
+                    stack.pop()
+                elif want in stack:
+                    self.bad = True
+                    while stack.pop() != want:
+                        pass
+                else:
+                    self.bad = True
+                    continue
+                if not stack:
+                    return i
+
+
+class _Failure:
+    """Why an element could not be decoded, and where (an index into the buffer, when known)."""
+
+    def __init__(self, message: str, at: int | None) -> None:
+        self.message = message
+        self.at = at
+
+
+class _JsonReader:
+    """Reads a JSON input in chunks: one array, or JSON objects one after another.
+
+    Keeps a buffer ``buf`` (from the stream, compacted as it is consumed) and where its first
+    character was in the input (``line``, ``col``) for error messages. Each element is decoded
+    once by json's C decoder once the buffer holds it (the buffer grows by doubling, so a large
+    element costs linear time); one that cannot be decoded is measured with :class:`_Scanner`,
+    becomes one error item, and reading goes on after it.
+    """
+
+    def __init__(self, stream: Any, out: RecordStream) -> None:
+        self.stream = stream
+        self.out = out
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self.line = 1  # the line of buf[0]
+        self.col = 1   # the column of buf[0]
+        self.decoder = _DECODER
+        self.sizes = 0  # characters of the elements read so far (for estimates)
+        self.count = 0
+        self.passed_keys = 0
+        self.passed_bytes = 0
+
+    # -- the buffer ------------------------------------------------------------------------
+
+    def _drop(self, upto: int) -> None:
+        """Forget ``buf[:upto]``, keeping count of lines and columns."""
+        if upto <= 0:
             return
-        if expect_comma:
-            if ch != ",":
-                yield _unreadable(f"index {index}", "not valid JSON (expected ',' between array elements); "
-                                                    "the rest of the input cannot be read")
-                return
-            pos += 1
-            expect_comma = False
-            continue
+        buf = self.buf
+        newlines = buf.count("\n", 0, upto)
+        if newlines:
+            self.line += newlines
+            self.col = upto - buf.rfind("\n", 0, upto)
+        else:
+            self.col += upto
+        self.buf = buf[upto:]
+        self.pos -= upto
+
+    def _fill(self, want: int) -> None:
+        """Make the buffer hold at least ``want`` characters after ``pos`` (unless the input ends)."""
+        if self.eof or len(self.buf) - self.pos >= want:
+            return
+        self._drop(self.pos)
+        parts = [self.buf]
+        have = len(self.buf)
+        while have < want:
+            data = self.stream.read(max(_CHUNK, want - have))
+            if not data:
+                self.eof = True
+                break
+            parts.append(data)
+            have += len(data)
+        self.buf = "".join(parts)
+
+    def _skip_space(self) -> bool:
+        """Move ``pos`` past white space: True if something follows, False at the end of the input."""
         while True:
+            self.pos = _SPACE.match(self.buf, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.buf):
+                return True
+            if self.eof:
+                return False
+            self._fill(_CHUNK)
+
+    def _where(self, i: int) -> str:
+        """``line L, column C`` of ``buf[i]`` in the input."""
+        buf = self.buf
+        nl = buf.rfind("\n", 0, i)
+        line = self.line + buf.count("\n", 0, i)
+        col = i - nl if nl >= 0 else self.col + i
+        return f"line {line}, column {col}"
+
+    # -- one element --------------------------------------------------------------------------
+
+    def _decode(self) -> tuple[Any, int] | _Failure:
+        """Decode the value at ``pos``: (value, end) or why not. The buffer may grow (doubling)."""
+        self._fill(_CHUNK // 2)
+        while True:
+            start = self.pos
             try:
-                value, end = decoder.raw_decode(buf, pos)
-                break
+                return self.decoder.raw_decode(self.buf, start)
             except RecursionError:
-                yield _unreadable(f"index {index}", "nested too deeply to read; the rest of the input cannot be read")
+                return _Failure("nested too deeply to read", None)
+            except json.JSONDecodeError as exc:
+                held = len(self.buf) - start
+                cut_short = exc.pos >= len(self.buf) - 1 or exc.msg.startswith("Unterminated string")
+                if cut_short and not self.eof and held < MAX_ELEMENT:
+                    self._fill(2 * held)  # perhaps only cut short by the buffer's end: read more, once per doubling
+                    continue
+                message = exc.msg[:1].lower() + exc.msg[1:]
+                return _Failure(f"not valid JSON ({message})", exc.pos)
+            except _BadNumber as exc:
+                return _Failure(str(exc), None)
+            except ValueError:  # int(): more digits than Python converts (4,300 by default)
+                return _Failure("a number has too many digits to read", None)
+
+    def _end_of_bad(self, start: int, count_from: int) -> bool:
+        """Put ``pos`` just after the bad value at ``start``: False if the input ends inside it.
+
+        Then ``passed_keys`` is the number of ``"candidate_id"`` keys after ``count_from`` and
+        ``passed_bytes`` the bytes from ``start`` to the end. Keeps nothing of what it passes.
+        """
+        scanner = _Scanner()
+        end = scanner.feed(self.buf, start)
+        if end >= 0:
+            self.pos = end
+            return True
+        self.passed_keys = self.buf.count(_KEY, count_from)
+        self.passed_bytes = _utf8_len(self.buf[start:])
+        self._drop(len(self.buf))
+        while True:
+            data = self.stream.read(_CHUNK)
+            if not data:
+                self.eof = True
+                return False
+            end = scanner.feed(data, 0)
+            if end >= 0:
+                self.buf, self.pos = data, end
+                return True
+            self.passed_keys += data.count(_KEY)
+            self.passed_bytes += _utf8_len(data)
+            self._advance(data)
+
+    def _advance(self, text: str) -> None:
+        """Count lines and columns of text that went past without entering the buffer."""
+        newlines = text.count("\n")
+        if newlines:
+            self.line += newlines
+            self.col = len(text) - text.rfind("\n")
+        else:
+            self.col += len(text)
+
+    def _item(self, position: str, value: Any, start: int, end: int, problem: str | None = None) -> Item:
+        if problem is not None:
+            return _unreadable(position, problem)
+        if not isinstance(value, dict):
+            return _unreadable(position, "not a JSON object")
+        text = self.buf[start:end]
+        if _bad_utf8(text):
+            return _unreadable(position, "not valid UTF-8")
+        self.sizes += end - start
+        self.count += 1
+        return Item(position, text)
+
+    def _estimate(self, keys: int, size: int, *, including_bad: bool = False) -> str:
+        """How many records ``size`` bytes probably held: their ``"candidate_id"`` keys, else by the
+        mean size of the records read so far (less the bad element itself, if it is included)."""
+        if keys:
+            count = keys
+        elif self.count:
+            count = max(0, round(size / (self.sizes / self.count)) - (1 if including_bad else 0))
+        else:
+            return f"an unknown number of records ({size:,} bytes)"
+        return f"about {count:,} more record{'s' if count != 1 else ''} ({size:,} bytes)"
+
+    # -- the input ------------------------------------------------------------------------------
+
+    def items(self) -> Iterator[Item]:
+        if not self._skip_space():
+            return
+        if self.buf[self.pos] == "[":
+            self.pos += 1
+            yield from self._array()
+        else:
+            yield from self._objects()
+
+    def _objects(self) -> Iterator[Item]:
+        """JSON objects one after another (one, JSON Lines in a .json file, or pretty-printed ones).
+
+        A bad one is one error item; reading resumes at the next line that starts with ``{``.
+        """
+        number = 0
+        lost: list[tuple[str, int, int]] = []
+        while self._skip_space():
+            number += 1
+            position = f"record {number}"
+            result = self._decode()
+            start = self.pos
+            where = self._where(start)
+            if not isinstance(result, _Failure):
+                value, end = result
+                yield self._item(position, value, start, end)
+                self.pos = end
+                continue
+            at = self._where(result.at) if result.at is not None else where
+            yield _unreadable(position, f"{result.message} at {at}")
+            keys, size = self._resync(start)
+            if keys > 1:
+                lost.append((position, keys - 1, size))
+        if lost:
+            records = sum(k for _, k, _ in lost)
+            first = lost[0][0]
+            self.out.unread = (f"parts of the input could not be read: after {first}"
+                               f"{' and ' + str(len(lost) - 1) + ' other place(s)' if len(lost) > 1 else ''}, "
+                               f"{self._estimate(records, sum(s for _, _, s in lost))} were skipped to the next "
+                               "line starting with '{'")
+
+    def _resync(self, start: int) -> tuple[int, int]:
+        """Put ``pos`` at the next line starting with ``{`` after ``start`` (or the end): the
+        ``"candidate_id"`` keys and bytes skipped."""
+        keys = size = 0
+        i = start + 1
+        while True:
+            found = self.buf.find("\n{", i)
+            if found >= 0:
+                keys += self.buf.count(_KEY, start, found)
+                size += _utf8_len(self.buf[start:found])
+                self.pos = found + 1
+                return keys, size
+            if self.eof:
+                keys += self.buf.count(_KEY, start)
+                size += _utf8_len(self.buf[start:])
+                self.pos = len(self.buf)
+                return keys, size
+            keep = max(start, len(self.buf) - 1)  # a "\n" at the very end may start the next line
+            keys += self.buf.count(_KEY, start, keep)
+            size += _utf8_len(self.buf[start:keep])
+            self.pos = keep
+            self._drop(keep)
+            self._fill(_CHUNK + 1)
+            start, i = 0, 0
+
+    def _array(self) -> Iterator[Item]:
+        """The elements of a JSON array (``[`` already read): one item each, ``index 0``…"""
+        index = 0
+        comma_needed = False
+        while True:
+            if not self._skip_space():
+                if index:
+                    self.out.unread = (f"the JSON array is not closed: the input ends after index {index - 1}; "
+                                       "it may have been cut short")
+                else:
+                    self.out.unread = "the JSON array is not closed: the input ends after its '['"
                 return
-            except json.JSONDecodeError:
-                more = stream.read(_CHUNK)
-                if not more:
-                    yield _unreadable(f"index {index}", "not valid JSON; the rest of the input cannot be read")
+            ch = self.buf[self.pos]
+            if ch == "]":
+                self.pos += 1
+                self._after_array()
+                return
+            missing = None
+            if comma_needed:
+                if ch == ",":
+                    self.pos += 1
+                    comma_needed = False
+                    continue
+                missing = self._where(self.pos)
+            position = f"index {index}"
+            result = self._decode()
+            start = self.pos
+            if not isinstance(result, _Failure):
+                value, end = result
+                problem = f"not valid JSON (a ',' is missing before this element, at {missing})" if missing else None
+                yield self._item(position, value, start, end, problem)
+                self.pos = end
+            else:
+                error_at = result.at if result.at is not None else start
+                at = self._where(error_at)
+                begins = self._where(start)
+                if not self._end_of_bad(start, error_at + 1):  # nothing after it can be told apart
+                    yield _unreadable(position, f"{result.message} at {at}; the input ends inside this element, "
+                                                    "so the rest of the input cannot be read")
+                    self.out.unread = (
+                        f"the input ends inside index {index} (it begins at {begins}): a quote or bracket in it "
+                        f"never closes, or the input was cut short; the rest of the input after index {index} "
+                        f"could not be read: "
+                        f"{self._estimate(self.passed_keys, self.passed_bytes, including_bad=True)}")
                     return
-                buf, pos = buf[pos:] + more, 0
-        if isinstance(value, dict) and _bad_utf8(buf[pos:end]):
-            yield _unreadable(f"index {index}", "not valid UTF-8")
-        elif isinstance(value, dict):
-            yield Item(f"index {index}", buf[pos:end])
-        else:
-            yield _unreadable(f"index {index}", "not a JSON object")
-        index += 1
-        pos = end
-        expect_comma = True
-        if pos > _CHUNK:
-            buf, pos = buf[pos:], 0
+                yield _unreadable(position, f"{result.message} at {at}")
+            index += 1
+            comma_needed = True
 
-
-def _read_objects(text: str, pos: int, decoder: json.JSONDecoder) -> Iterator[Item]:
-    """JSON objects one after another (whitespace between): one item each, ``record 1``, ``record 2``…"""
-    number = 0
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n":
-            pos += 1
-        if pos >= len(text):
+    def _after_array(self) -> None:
+        """After the array's ``]``: only white space may follow; anything else is not read."""
+        if not self._skip_space():
             return
-        number += 1
-        position = f"record {number}"
-        try:
-            value, end = decoder.raw_decode(text, pos)
-        except (json.JSONDecodeError, RecursionError):
-            yield _unreadable(position, "not valid JSON; the rest of the input cannot be read")
-            return
-        if isinstance(value, dict):
-            yield Item(position, text[pos:end])
-        else:
-            yield _unreadable(position, "not a JSON object")
-        pos = end
+        where = self._where(self.pos)
+        self._drop(self.pos)
+        keys = self.buf.count(_KEY)
+        size = _utf8_len(self.buf)
+        while not self.eof:
+            data = self.stream.read(_CHUNK)
+            if not data:
+                break
+            keys += data.count(_KEY)
+            size += _utf8_len(data)
+        self.out.unread = (f"more input after the end of the JSON array at {where} could not be read as records "
+                           f"(use one array, or JSON Lines): {self._estimate(keys, size)}")
 
 
 # ---------------------------------------------------------------------------------------------
 # CSV
 
 _KINDS = field_kinds()
+#: A CSV row (its quoted cells may hold line breaks) may run over at most this many physical lines
+#: and characters; past that its quote is taken as never closed: one error row, and reading goes
+#: on at the next physical line.
+CSV_ROW_LINES = 200
+CSV_ROW_CHARS = 1 << 20
 
 
 def csv_columns() -> list[str]:
@@ -295,14 +698,82 @@ def csv_columns() -> list[str]:
     return list(_KINDS)
 
 
+class _RowBroken(Exception):
+    """The row being read cannot be: a quote that never closes, or a row over the bounds."""
+
+
+class _PhysicalLines:
+    """The physical lines of a CSV input, handed to ``csv.reader`` one at a time.
+
+    Remembers the lines of the row being read, so that a row found broken costs an error row for
+    its first line and reading restarts on its second (:meth:`restart`). Memory stays bounded by
+    :data:`CSV_ROW_LINES` / :data:`CSV_ROW_CHARS`.
+    """
+
+    def __init__(self, source: _Rewound) -> None:
+        self.source = source
+        self.again: deque[tuple[int, str]] = deque()  # lines to read again after a broken row
+        self.row: list[tuple[int, str]] = []  # the lines of the row being read
+        self.row_chars = 0
+        self.number = 0  # the number of the last line read from the source
+
+    def __iter__(self) -> _PhysicalLines:
+        return self
+
+    def __next__(self) -> str:
+        if self.row and (len(self.row) >= CSV_ROW_LINES or self.row_chars > CSV_ROW_CHARS):
+            raise _RowBroken(f"a quoted cell runs over more than {CSV_ROW_LINES} lines or "
+                             f"{CSV_ROW_CHARS >> 20} MiB: its quote is probably never closed")
+        if self.again:
+            number, line = self.again.popleft()
+        else:
+            line = self.source.readline(CSV_ROW_CHARS + 1)
+            if not line:
+                if self.row:
+                    raise _RowBroken("a quoted cell is not closed before the input ends")
+                raise StopIteration
+            self.number += 1
+            number = self.number
+            if len(line) > CSV_ROW_CHARS and not line.endswith("\n"):
+                while True:  # skip the rest of this line without holding it
+                    more = self.source.readline(CSV_ROW_CHARS)
+                    if not more or more.endswith("\n"):
+                        break
+                self.row.append((number, ""))
+                raise _RowBroken(f"the line is longer than {CSV_ROW_CHARS >> 20} MiB")
+        self.row.append((number, line))
+        self.row_chars += len(line)
+        return line
+
+    def start_row(self) -> None:
+        self.row = []
+        self.row_chars = 0
+
+    def first(self) -> int:
+        """The number of the current row's first line (the next one, if none is read yet)."""
+        if self.row:
+            return self.row[0][0]
+        return self.again[0][0] if self.again else self.number + 1
+
+    def restart(self) -> None:
+        """Read the current row's lines again from its second one."""
+        self.again.extendleft(reversed(self.row[1:]))
+        self.start_row()
+
+
 def _read_csv(stream: _Rewound) -> Iterator[Item]:
-    reader = csv.reader(stream)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except csv.Error as exc:
-        raise InputFormatError(f"CSV header cannot be read: {exc}") from None
+    lines = _PhysicalLines(stream)
+    reader = csv.reader(lines)
+    while True:  # the header: the first line that is not blank
+        lines.start_row()
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except (csv.Error, _RowBroken) as exc:
+            raise InputFormatError(f"CSV header cannot be read: {exc}") from None
+        if any(h.strip() for h in header):
+            break
     header = [h.strip().lstrip("\ufeff") for h in header]
     if "" in header:
         raise InputFormatError(f"CSV header: column {header.index('') + 1} has no name")
@@ -315,46 +786,64 @@ def _read_csv(stream: _Rewound) -> Iterator[Item]:
         raise InputFormatError("CSV header: " + "; ".join(
             f"unknown column {h!r}{did_you_mean(h, known)}" for h in unknown))
     while True:
+        lines.start_row()
         try:
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:
-            line = reader.line_num
-            yield _unreadable(f"line {line}", f"not valid CSV: {exc}")
+        except (csv.Error, _RowBroken) as exc:
+            message = str(exc) if isinstance(exc, _RowBroken) else f"not valid CSV: {exc}"
+            yield _unreadable(f"line {lines.first()}", message)
+            lines.restart()
+            reader = csv.reader(lines)
             continue
-        line = reader.line_num
+        position = f"line {lines.first()}"
+        several = len(lines.row) > 1
         if not any(cell.strip() for cell in row):
             continue
-        position = f"line {line}"
-        if len(row) != len(header):
-            yield _unreadable(position, f"has {len(row)} cells; the header has {len(header)}")
+        item = _csv_item(position, header, row, several)
+        if several and item.error is not None:
+            # A row over several lines that cannot be read: most likely a quote that closes only
+            # on a later line (another row's). One error row for its first line; the rest again.
+            yield _unreadable(position, "a quoted cell runs over several lines and the row cannot be read; "
+                                        "is a quote not closed?")
+            lines.restart()
+            reader = csv.reader(lines)
             continue
-        record: dict[str, Any] = {}
-        problems: list[FieldProblem] = []
-        for column, cell in zip(header, row):
-            cell = cell.strip()
-            if cell == "":
-                continue
-            if _bad_utf8(cell):
-                problems.append(FieldProblem(column, "not valid UTF-8"))
-                continue
-            try:
-                value = _csv_value(column, cell)
-            except ValueError as exc:
-                problems.append(FieldProblem(column, str(exc)))
-                continue
-            target = record
-            parts = column.split(".")
-            for part in parts[:-1]:
-                target = target.setdefault(part, {})
-            target[parts[-1]] = value
-        if problems:
-            cid = record.get("candidate_id") if isinstance(record.get("candidate_id"), str) else None
-            site = record.get("site") if isinstance(record.get("site"), str) else None
-            yield Item(position, error=CandidateRecordError(problems, position=position, candidate_id=cid, site=site))
+        yield item
+
+
+def _csv_item(position: str, header: list[str], row: list[str], several: bool) -> Item:
+    """The item for one CSV row: its record as JSON text, or an error naming the columns."""
+    if len(row) != len(header):
+        return _unreadable(position, f"has {len(row)} cells; the header has {len(header)}")
+    record: dict[str, Any] = {}
+    problems: list[FieldProblem] = []
+    for column, cell in zip(header, row):
+        cell = cell.strip()
+        if cell == "":
             continue
-        yield Item(position, json.dumps(record, ensure_ascii=False))
+        if _bad_utf8(cell):
+            problems.append(FieldProblem(column, "not valid UTF-8"))
+            continue
+        if several and _KINDS[column] != "list" and ("\n" in cell or "\r" in cell):
+            problems.append(FieldProblem(column, "holds a line break"))
+            continue
+        try:
+            value = _csv_value(column, cell)
+        except ValueError as exc:
+            problems.append(FieldProblem(column, str(exc)))
+            continue
+        target = record
+        parts = column.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    if problems:
+        cid = record.get("candidate_id") if isinstance(record.get("candidate_id"), str) else None
+        site = record.get("site") if isinstance(record.get("site"), str) else None
+        return Item(position, error=CandidateRecordError(problems, position=position, candidate_id=cid, site=site))
+    return Item(position, json.dumps(record, ensure_ascii=False))
 
 
 def _csv_value(column: str, cell: str) -> Any:
