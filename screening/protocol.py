@@ -427,6 +427,24 @@ def parse_yaml(text: str) -> Any:
         loader.dispose()
 
 
+def read_yaml_file(path: Path, *, display: str | None = None) -> Any:
+    """Any YAML file that ships beside the rules (e.g. ``rules/expectations/*.yaml``), read under the
+    same limits as a criteria set: a regular file of at most 1 MiB, no aliases, no duplicate keys.
+
+    :raises RuleDefinitionError: naming the file (``display``, else the path) and, where known, the field.
+    """
+    shown = display or str(path)
+    try:
+        raw, _ = read_rules_file(path)
+        return parse_yaml(raw.decode("utf-8"))
+    except _Refused as exc:
+        raise RuleDefinitionError(str(exc) if exc.field else f"{shown} {exc}", file=shown, field=exc.field) from None
+    except OSError as exc:
+        raise RuleDefinitionError(f"cannot read: {exc.strerror}", file=shown) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RuleDefinitionError(f"not valid YAML: {exc}", file=shown) from None
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation
 

@@ -346,3 +346,16 @@ def test_a_procedural_criterion_written_with_any_and_not_in_is_accepted(tmp_path
 def test_a_value_set_reference_that_is_not_a_path_is_refused(tmp_path: Path) -> None:
     msg = _refused(_variant(tmp_path, lambda d: d["value_sets"].update(tumor_sites=["valuesets/tumor-sites.yaml"])))
     assert "variant.yaml" in msg and "value_sets.tumor_sites" in msg and "path" in msg
+
+
+def test_read_yaml_file_applies_the_same_limits_to_other_rules_files(tmp_path: Path) -> None:
+    from screening.protocol import read_yaml_file
+    good = tmp_path / "flow.yaml"
+    good.write_text("name: x\ncounts: {a: 1}\n", encoding="utf-8")
+    assert read_yaml_file(good) == {"name": "x", "counts": {"a": 1}}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncounts: {a: 1, a: 2}\n", encoding="utf-8")
+    with pytest.raises(RuleDefinitionError, match=r"bad.yaml.*field 'counts'.*duplicate key 'a' at line 2"):
+        read_yaml_file(bad)
+    with pytest.raises(RuleDefinitionError, match="not a regular file"):
+        read_yaml_file(Path("/dev/zero"))
