@@ -1,10 +1,24 @@
-"""Writing decision rows: JSON Lines, a JSON array, CSV, and readable text for a screener."""
+"""Writing decision rows: JSON Lines, a JSON array, CSV, and readable text for a screener.
+
+Nothing a record holds can forge output:
+
+* **text** shows every value (ids, sites, reasons quoting medication names, warnings, error messages) with
+  control characters and the invisible bidirectional-text controls escaped visibly (:func:`visible`): a
+  newline in an id prints as ``\\n``, ESC as ``\\x1b``, RIGHT-TO-LEFT OVERRIDE as ``\\u202e``; so no value can
+  start a line of its own or drive the terminal.
+* **CSV** quotes every cell that holds a CR, LF, comma or double quote (RFC 4180; Python's ``csv`` module
+  leaves a bare CR unquoted), so reading the file back gives exactly the rows written. A cell that a
+  spreadsheet would run as a formula, one starting with ``=``, ``+``, ``-``, ``@``, a tab or a CR (OWASP
+  "CSV injection"; also their full-width forms ``＝ ＋ － ＠``), gets a single quote ``'`` in front. For machine
+  readers that want the raw values, ``RowWriter(..., csv_formula_guard=False)`` turns that off. See
+  docs/csv.md.
+"""
 
 from __future__ import annotations
 
-import csv
+import re
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -17,6 +31,34 @@ _HEADLINE = {
     "undetermined": "UNDETERMINED",
     "error": "ERROR",
 }
+
+
+class TextOut(Protocol):
+    """Where a :class:`RowWriter` writes: any text stream (``sys.stdout``, ``io.StringIO``, an open file, or a
+    :class:`screening.sink.OutputStream`). A ``buffer`` attribute (bytes), when present, takes JSON Lines as
+    they are. Every ``write`` call a RowWriter makes ends on a row boundary."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+# C0 and C1 controls, DEL, and the invisible bidirectional controls: ALM, LRM, RLM, LRE … RLO, LRI … PDI;
+# and the line and paragraph separators.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters and bidi controls escaped visibly (``\\n``, ``\\x1b``, ``\\u202e``), so
+    that it stays on one line and cannot drive a terminal. Other text (any script, symbols) is left alone."""
+    return _UNSAFE.sub(_escape, text) if _UNSAFE.search(text) else text
 
 
 def dumps(row: Mapping[str, Any]) -> str:
@@ -45,15 +87,23 @@ def compare_text(check: Mapping[str, Any]) -> str:
 
 
 def text_block(row: Mapping[str, Any], ruleset: Ruleset) -> str:
-    """A decision explained for a screener: the box, why, what to ask next, every criterion."""
+    """A decision explained for a screener: the box, why, what to ask next, every criterion.
+
+    Every line is passed through :func:`visible`: the values in it come from the record."""
     who = row["candidate_id"] + (f" ({row['site']})" if row.get("site") else "")
     labels = ruleset.consort.get("labels", {})
     if row["decision"] == "error":
-        return f"{who}: ERROR — the record cannot be read\n  {row['error']}\n"
+        return f"{visible(who)}: ERROR — the record cannot be read\n  {visible(str(row['error']))}\n"
     primary = row["primary_criterion"]
     crit = ruleset.criteria.get(primary)
     if row["decision"] == "eligible" and row["category"] != ruleset.consort["eligible"]:
         box = f"{row['category']}: waiting for {primary} {crit.title if crit else ''}".rstrip()
+    elif row["decision"] == "eligible":
+        # every criterion met, the procedural one (consent) included: the candidate goes on to the next box of
+        # the flow; screening itself decides nothing more (it does not randomise, allocate or enrol)
+        done = (row["criteria"][primary]["reason"] + "; " if crit is not None and crit.kind == "procedural"
+                else "")
+        box = f"{done}every criterion met, next CONSORT box: {labels.get(row['category'], row['category'])}"
     else:
         box = labels.get(row["category"], row["category"])
         if row.get("subcategory"):
@@ -77,7 +127,7 @@ def text_block(row: Mapping[str, Any], ruleset: Ruleset) -> str:
         lines.append(f"    {mark} {cid:<4} {result['status']:<8} {title}: {result['reason']}")
     stamp = row["ruleset"]
     lines.append(f"  rules: {stamp['name']} {stamp['version']} (sha256 {stamp['sha256'][:12]}…)")
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(visible, lines)) + "\n"
 
 
 def csv_header(ruleset: Ruleset) -> list[str]:
@@ -97,21 +147,42 @@ def csv_cells(row: Mapping[str, Any], ruleset: Ruleset) -> list[str]:
             + [stamp.get("name", ""), stamp.get("version", ""), stamp.get("sha256", "")])
 
 
+# RFC 4180: a cell holding any of these is quoted (Python's csv module misses a bare CR with "\\n" line ends)
+_CSV_QUOTE = re.compile('[",\r\n]')
+#: a cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection", plus full-width forms)
+CSV_FORMULA_START = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+
+
+def csv_line(cells: list[str], *, formula_guard: bool = True) -> str:
+    """One CSV row, ``\\n``-terminated: cells quoted when they hold CR, LF, comma or a double quote; with
+    ``formula_guard``, a cell starting with a formula character gets a ``'`` in front."""
+    out = []
+    for cell in cells:
+        if formula_guard and cell and cell[0] in CSV_FORMULA_START:
+            cell = "'" + cell
+        if _CSV_QUOTE.search(cell):
+            cell = '"' + cell.replace('"', '""') + '"'
+        out.append(cell)
+    return ",".join(out) + "\n"
+
+
 class RowWriter:
     """Writes rows to a text stream in one of :data:`OUTPUT_FORMATS`, incrementally.
 
     JSON and JSON Lines text is handed to the stream in batches of :attr:`BATCH` rows (one write
-    call each, not one per row); :meth:`flush` and :meth:`close` write out what is pending.
+    call each, not one per row); :meth:`flush` and :meth:`close` write out what is pending. Every write
+    call ends on a row boundary (screening.sink relies on it to never leave a partial row). CSV output
+    neutralises formula cells unless ``csv_formula_guard`` is false (see the module docstring).
     """
 
     BATCH = 256
 
-    def __init__(self, out: IO[str], fmt: str, ruleset: Ruleset) -> None:
+    def __init__(self, out: TextOut, fmt: str, ruleset: Ruleset, *, csv_formula_guard: bool = True) -> None:
         self.out = out
         self.fmt = fmt
         self.ruleset = ruleset
+        self.csv_formula_guard = csv_formula_guard
         self._count = 0
-        self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
         self._pending: list[str] = []
         self._write = out.write
 
@@ -128,10 +199,9 @@ class RowWriter:
             if len(pending) >= self.BATCH:
                 self.flush()
         elif fmt == "csv":
-            assert self._csv is not None
             if self._count == 0:
-                self._csv.writerow(csv_header(self.ruleset))
-            self._csv.writerow(csv_cells(row, self.ruleset))
+                self._write(csv_line(csv_header(self.ruleset)))
+            self._write(csv_line(csv_cells(row, self.ruleset), formula_guard=self.csv_formula_guard))
         else:
             self._write(("\n" if self._count else "") + text_block(row, self.ruleset))
         self._count += 1
@@ -169,4 +239,6 @@ class RowWriter:
         self.flush()
         if self.fmt == "json":
             self._write("[]\n" if self._count == 0 else "\n]\n")
+        elif self.fmt == "csv" and self._count == 0:  # no rows: still a CSV file, with its header
+            self._write(csv_line(csv_header(self.ruleset)))
         self.out.flush()
