@@ -187,13 +187,13 @@ def screen(source: IO[bytes], rules_spec: str, fmt: str, input_format: str | Non
 
 
 @main.command()
-@click.argument("decisions", type=click.File("r", encoding="utf-8-sig"), metavar="DECISIONS|-")
+@click.argument("decisions", type=click.File("rb"), metavar="DECISIONS|-")
 @click.option("--rules", "rules_spec", default=None, metavar="NAME|PATH",
               help="Criteria set the decisions were made with (default: the one stamped on them).")
 @click.option("--expect", default=None, metavar="NAME|PATH",
               help="Compare with an expected flow (figure1: the paper's Figure 1); exit 1 on any difference.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def audit(decisions: IO[str], rules_spec: str | None, expect: str | None, fmt: str) -> None:
+def audit(decisions: IO[bytes], rules_spec: str | None, expect: str | None, fmt: str) -> None:
     """Count decisions into the CONSORT enrollment boxes and check the arithmetic.
 
     Reads `nlc-screen screen` output (JSON Lines or a JSON array). Exits 1 when the arithmetic does
@@ -211,8 +211,8 @@ def audit(decisions: IO[str], rules_spec: str | None, expect: str | None, fmt: s
             stamp = (first or {}).get("ruleset")
             rules_spec = f"{stamp['name']}@{stamp['version']}" if stamp else "paper-2024"
         ruleset = _load(rules_spec)
+        expected = audit_mod.load_expectation(expect, ruleset) if expect else None
         counts = audit_mod.count(itertools.chain([first] if first else [], rows), ruleset)
-        expected = audit_mod.load_expectation(expect) if expect else None
         diffs = audit_mod.compare(counts, expected) if expected else []
     except screening.ScreeningError as exc:
         raise _failure(exc) from None

@@ -1,0 +1,96 @@
+"""Screening a whole input into a writer: the one function behind ``nlc-screen screen``.
+
+It chooses between one process and ``--workers N``, counts what was read, and says how the run
+ended — so the command line (and any HTTP front end) only parses options and formats::
+
+    from screening.batch import screen_batch
+    with open("in.jsonl", "rb") as source, open_output("out.jsonl", input_path="in.jsonl") as out:
+        result = screen_batch(source, RowWriter(out, "jsonl", ruleset), ruleset, name="in.jsonl")
+    result.exit_code, result.summary()
+
+Every input record yields exactly one row (a decision or an ``error`` row), in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from .errors import EXIT_OK, EXIT_RECORD_ERRORS, EXIT_UNREADABLE
+from .io import read_records
+from .output import RowWriter
+from .protocol import Ruleset
+from .screen import screen_items
+
+
+@dataclass
+class BatchResult:
+    """How a batch ended: rows written, how many were error rows, and what could not be read."""
+
+    rows: int = 0
+    errors: int = 0
+    #: a sentence saying where reading stopped and how many records were not read, or None
+    unread: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """1 when part of the input (or all of it) was not read or it held no record; 3 when some
+        records were error rows; else 0 (see the README's exit-code table)."""
+        if self.unread or self.rows == 0:
+            return EXIT_UNREADABLE
+        return EXIT_RECORD_ERRORS if self.errors else EXIT_OK
+
+    def summary(self) -> str | None:
+        """What to tell the user on stderr, or None when every record was screened."""
+        if self.unread:
+            return (f"{self.rows} record(s) read, {self.errors} of them error rows; {self.unread}")
+        if self.rows == 0:
+            return "0 records read: the input holds no candidate record."
+        if self.errors:
+            return f"{self.errors} of {self.rows} record(s) could not be read; see their error rows."
+        return None
+
+
+def screen_batch(source: IO[bytes], writer: RowWriter, ruleset: Ruleset, *, input_format: str | None = None,
+                 name: str | None = None, workers: int = 1, include_record: bool = False,
+                 compare_with: Ruleset | None = None, check_duplicates: bool = True,
+                 progress: Callable[[int], object] | None = None) -> BatchResult:
+    """Screen every record of ``source`` into ``writer`` (which this closes), in input order.
+
+    :param name: the input's file name, for format detection and so that ``workers > 1`` can read a
+        JSON Lines file itself (in byte ranges) instead of through the main process.
+    :param progress: called with the number of rows just written.
+    :raises WorkerError: a worker process died; rows before the records in flight were written.
+    :raises InputFormatError: the input cannot be read at all (unknown format, bad CSV header).
+    """
+    result = BatchResult()
+    options: dict[str, Any] = {"include_record": include_record, "compare_with": compare_with,
+                               "check_duplicates": check_duplicates}
+    stream = None
+    if workers > 1:
+        from .scale import screen_blocks, screen_file_blocks, shardable
+
+        if name is not None and shardable(name, input_format):  # workers read the file's lines themselves
+            blocks = screen_file_blocks(name, ruleset, workers=workers, **options)
+        else:
+            stream = read_records(source, input_format, name=name)
+            blocks = screen_blocks(stream, ruleset, workers=workers, **options)
+        for block in blocks:
+            writer.write_block(block.text, block.count)
+            result.rows += block.count
+            result.errors += block.errors
+            if progress is not None:
+                progress(block.count)
+    else:
+        stream = read_records(source, input_format, name=name)
+        for row in screen_items(stream, ruleset, **options):
+            writer.write(row)
+            result.rows += 1
+            if row["decision"] == "error":
+                result.errors += 1
+            if progress is not None:
+                progress(1)
+    writer.close()
+    result.unread = getattr(stream, "unread", None)
+    return result
