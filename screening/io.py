@@ -260,6 +260,16 @@ def read_jsonl_lines(lines: Iterable[str | bytes], first_line: int = 1) -> Itera
         yield Item(f"line {number}", text)
 
 
+def jsonl_line_count(data: bytes) -> int:
+    """How many lines :func:`read_jsonl_lines` numbers in ``data`` (a whole file, or a piece of one
+    cut just after a ``\\n``): line ends ``\\n``, ``\\r\\n`` and lone ``\\r``, plus a last line
+    without an end. A piece starting at line L is numbered from L; the next one from L + this count."""
+    ends = data.count(b"\n")
+    if b"\r" in data:
+        ends += data.count(b"\r") - data.count(b"\r\n")
+    return ends + (0 if not data or data.endswith((b"\n", b"\r")) else 1)
+
+
 def _cr_lines(line: Any) -> list[Any]:
     """A line split at lone CRs: its end (``\\n``, ``\\r\\n``, or a CR at the very end) removed first."""
     cr, lf = ("\r", "\n") if isinstance(line, str) else (b"\r", b"\n")
@@ -571,13 +581,12 @@ class _JsonReader:
             position = f"record {number}"
             result = self._decode()
             start = self.pos
-            where = self._where(start)
             if not isinstance(result, _Failure):
                 value, end = result
                 yield self._item(position, value, start, end)
                 self.pos = end
                 continue
-            at = self._where(result.at) if result.at is not None else where
+            at = self._where(result.at if result.at is not None else start)
             yield _unreadable(position, f"{result.message} at {at}")
             keys, size = self._resync(start)
             if keys > 1:

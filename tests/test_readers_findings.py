@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import screening
-from screening.io import Item, read_jsonl_lines, read_records
+from screening.io import Item, jsonl_line_count, read_jsonl_lines, read_records
 
 from .conftest import base_record
 from .garbage import garbage_corpus, unreadable_corpus
@@ -309,6 +309,24 @@ def test_line_numbers_count_every_kind_of_line_end() -> None:
     assert [i.position for i in chunk] == ["line 1", "line 2", "line 3", "line 5"]
     assert [i.position for i in read_jsonl_lines([f"{a}\r{b}".encode(), c.encode()], 7)] == [
         "line 7", "line 8", "line 9"]
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r", "mixed"])
+def test_chunks_of_a_file_are_numbered_as_the_whole_file(ending: str) -> None:
+    lines = [json.dumps({"candidate_id": f"R{i}"}) if i % 7 else "  " for i in range(60)]
+    ends = [ending if ending != "mixed" else ("\n", "\r\n", "\r")[i % 3] for i in range(60)]
+    data = "".join(line + end for line, end in zip(lines, ends)).encode()[:-1]
+    whole = [i.position for i in read_jsonl_lines(data.split(b"\n"))]
+    assert len(whole) == 60 - 9
+    cuts = [0] + [i + 1 for i in range(len(data)) if data[i:i + 1] == b"\n"][::5] + [len(data)]
+    pieces, line = [], 1
+    for a, b in zip(cuts, cuts[1:]):
+        if a == b:
+            continue
+        pieces += [i.position for i in read_jsonl_lines(data[a:b].split(b"\n"), line)]
+        line += jsonl_line_count(data[a:b])
+    assert pieces == whole
+    assert whole[-1] == "line 60" and line == 61
 
 
 def test_a_crlf_file_keeps_its_line_numbers() -> None:
