@@ -18,7 +18,15 @@ from typing import Any
 from .catalogue import DIFFERENTIAL_FIELDS
 from .errors import CandidateRecordError, FieldProblem
 from .protocol import DrugClass, Ruleset, SiteList, words
-from .record import CONDITION_KEYS, DIFFERENTIAL_KEYS, CandidateRecord, Medication, enrollment_too_early
+from .record import (
+    CONDITION_KEYS,
+    DIFFERENTIAL_KEYS,
+    CandidateRecord,
+    Medication,
+    enrollment_too_early,
+    normalise_atc,
+    normalise_rxnorm,
+)
 
 _DIFF_LABEL = {
     "restless_legs": "restless legs syndrome",
@@ -116,7 +124,8 @@ class DrugClassifier:
     """Which drug classes of a ruleset a medication entry belongs to.
 
     An entry belongs to a class when its ATC code starts with one of the class's ATC prefixes (and
-    none of its excluded ones; compared upper case without spaces), its RxCUI is one of the class's,
+    none of its excluded ones; compared in :func:`~screening.record.normalise_atc`'s form, which the
+    record model already holds), its RxCUI (without surrounding whitespace) is one of the class's,
     or its name contains one of the class's terms as consecutive words (a CJK term as a substring)
     and none of its veto phrases.
 
@@ -150,7 +159,8 @@ class DrugClassifier:
 
     def _classify(self, med: Medication) -> tuple[bool, ...]:
         seq = words(med.name)
-        code = med.atc.upper().replace(" ", "") if med.atc else None
+        code = normalise_atc(med.atc) if med.atc else None
+        rxnorm = normalise_rxnorm(med.rxnorm) if med.rxnorm else None
         low = None
         out = []
         for cls, index in zip(self._classes, self._index):
@@ -158,7 +168,7 @@ class DrugClassifier:
             if code is not None and any(code.startswith(p) for p in cls.atc) \
                     and not any(code.startswith(p) for p in cls.atc_exclude):
                 found = True
-            elif med.rxnorm and med.rxnorm in cls.rxnorm:
+            elif rxnorm and rxnorm in cls.rxnorm:
                 found = True
             else:
                 named = False

@@ -3,12 +3,16 @@
 Absent or ``null`` means *unknown*, never "no". Unknown field names are errors (a typo would
 otherwise turn a criterion into "unknown" silently). Records are validated from JSON text in
 strict mode, so ``"14"`` is not an integer, ``"yes"`` is not a boolean and ``0`` is not a date.
+A key that appears twice in one object is an error (JSON parsers keep the last silently), and so
+is a number that is not finite (``Infinity``, ``NaN``, ``1e999``). Error messages name fields,
+never values; an unknown key's name is shown only when it is a short identifier.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import types
 import typing
 from typing import Annotated, Any, Literal
@@ -17,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -39,7 +44,7 @@ DIFFERENTIAL_KEYS: tuple[str, ...] = ("restless_legs", "claudication", "myositis
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
@@ -98,12 +103,36 @@ class Conditions(_Model):
     malignant_tumor_site: str | None = None
 
 
+def normalise_atc(code: str) -> str:
+    """An ATC code as compared with a value set: the record's form (no surrounding whitespace, upper
+    case) without the spaces some sources put inside (``"C03 CA01"``)."""
+    return code.strip().replace(" ", "").upper()
+
+
+def normalise_rxnorm(code: str) -> str:
+    """An RxCUI as compared with a value set: the record's form, without surrounding whitespace."""
+    return code.strip()
+
+
+#: An ATC code (or a local code shaped like one). The model strips surrounding whitespace before
+#: the pattern is checked and holds it upper case, so every reader (the drug classifier,
+#: ``--include-record``) sees one form: ``" c03ca01 "``, ``"c03ca01 "`` and ``"C03CA01"`` are one
+#: code. (Checked in pydantic-core, not by a Python validator: this runs for every medication.)
+AtcCode = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z][0-9A-Za-z ]{0,9}$"),
+                    Field(description="ATC code; surrounding whitespace is removed and letters are upper-cased",
+                          json_schema_extra={"pattern": r"^\s*[A-Za-z][0-9A-Za-z ]{0,9}\s*$"})]
+#: An RxNorm concept id (digits), held without surrounding whitespace.
+RxCui = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9]+$"),
+                  Field(description="RxNorm RxCUI (digits); surrounding whitespace is removed",
+                        json_schema_extra={"pattern": r"^\s*[0-9]+\s*$"})]
+
+
 class Medication(_Model):
-    """A medicine or supplement as recorded."""
+    """A medicine or supplement as recorded. Codes are held in one form (normalise_atc, normalise_rxnorm)."""
 
     name: NonEmpty
-    atc: Annotated[str, Field(pattern=r"^[A-Za-z][0-9A-Za-z ]{0,9}$")] | None = None
-    rxnorm: Annotated[str, Field(pattern=r"^[0-9]+$")] | None = None
+    atc: AtcCode | None = None
+    rxnorm: RxCui | None = None
     start_date: Date | None = None
     stop_date: Date | None = None
     ongoing: bool | None = None
@@ -188,21 +217,87 @@ def format_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def problems_from_validation(error: ValidationError) -> list[FieldProblem]:
-    """Field problems from pydantic's errors: paths and messages, never the offending values."""
+#: The longest key name an error message shows; a longer identifier is cut here and ends in "…".
+SHOWN_NAME_LIMIT = 40
+HIDDEN_NAME = "an unknown field (name not shown)"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+
+
+def _shown_name(name: str) -> str | None:
+    """A key name as messages and field paths show it: itself, cut to SHOWN_NAME_LIMIT characters
+    with "…", or None (not shown) when it is not an ASCII identifier (spaces, quotes, control or
+    non-ASCII characters could forge or garble what a reader sees)."""
+    if not _IDENTIFIER.fullmatch(name):
+        return None
+    return name if len(name) <= SHOWN_NAME_LIMIT else name[:SHOWN_NAME_LIMIT] + "…"
+
+
+def _shown_path(loc: tuple[Any, ...]) -> tuple[str, bool]:
+    """The field path of ``loc`` as shown, and whether it was cut before a name that is not shown
+    (then the path names the object holding that key)."""
+    shown: list[Any] = []
+    for part in loc:
+        if isinstance(part, str):
+            name = _shown_name(part)
+            if name is None:
+                return format_path(tuple(shown)), True
+            shown.append(name)
+        else:
+            shown.append(part)
+    return format_path(tuple(shown)), False
+
+
+def _json_invalid(message: str, text: str | bytes | None) -> str:
+    """"not valid JSON at column C (why)" from the parser's message; the line too when the text has
+    several. The parser counts bytes; the column shown counts characters."""
+    found = _JSON_WHERE.fullmatch(message)
+    if found is None:
+        return "not valid JSON"
+    why, line, column = found.group(1), int(found.group(2)), int(found.group(3))
+    if text is not None:
+        raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        lines = raw.split(b"\n", line)
+        if line <= len(lines):
+            column = len(lines[line - 1][:column - 1].decode("utf-8", "ignore")) + 1
+        single = raw.count(b"\n") == 0
+    else:
+        single = line == 1
+    where = f"at column {column}" if single else f"at line {line}, column {column}"
+    # The parser's reasons are fixed phrases; show one only if it looks like one.
+    reason = f" ({why})" if _JSON_REASON.fullmatch(why) else ""
+    return f"not valid JSON {where}{reason}"
+
+
+_JSON_WHERE = re.compile(r"Invalid JSON: (.*) at line (\d+) column (\d+)", re.DOTALL)
+_JSON_REASON = re.compile(r"[A-Za-z0-9 `,(){}\[\]\\:-]{1,80}", re.ASCII)
+
+
+def problems_from_validation(error: ValidationError, text: str | bytes | None = None) -> list[FieldProblem]:
+    """Field problems from pydantic's errors: paths and messages, never the offending values.
+
+    :param text: the JSON text validated, if any (a syntax error's column is counted in it).
+    """
     problems: list[FieldProblem] = []
     seen: set[tuple[str, str]] = set()
     for item in error.errors(include_url=False, include_input=False, include_context=False):
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[", "constrained-"))))
         kind = item["type"]
-        path = format_path(loc)
+        path, hidden = _shown_path(loc)
         if kind == "extra_forbidden":
-            name = str(loc[-1]) if loc else ""
-            message = "unknown field" + did_you_mean(name, _field_names(CandidateRecord, loc[:-1]))
+            if hidden:
+                message = HIDDEN_NAME
+            else:
+                name = str(loc[-1]) if loc else ""
+                hint = did_you_mean(name, _field_names(CandidateRecord, loc[:-1])) if len(name) <= SHOWN_NAME_LIMIT else ""
+                message = "unknown field" + hint
+        elif hidden:  # only unknown keys can have such names; a backstop
+            message = f"{HIDDEN_NAME}: {item['msg']}"
         elif kind == "missing":
             message = "required field is missing"
         elif kind == "json_invalid":
-            message = "not valid JSON"
+            message = _json_invalid(item["msg"], text)
+        elif kind == "finite_number":
+            message = "must be a finite number"
         elif kind in ("model_type", "model_attributes_type", "dict_type") and not loc:
             message = "not a JSON object"
         else:
@@ -213,6 +308,118 @@ def problems_from_validation(error: ValidationError) -> list[FieldProblem]:
         if key not in seen:
             seen.add(key)
             problems.append(FieldProblem(path, message))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Duplicate keys. JSON parsers keep the last of two equal keys in an object, silently. A record
+# that parsed is checked cheaply: every key is followed by a colon, so the text has at least as
+# many colons as keys, and (unknown keys being errors) each key of a valid record sets one field.
+# When the colons are exactly the fields set, no key can repeat. Colons inside text values are
+# counted from the record when the text has no \u escape (so each colon in a value is one in the
+# text). Otherwise the text is read again, keeping every key (about as slow as validating it).
+
+
+def _keys_read(record: CandidateRecord) -> int:
+    """How many keys of the JSON text set a field of ``record`` (or of the objects inside it).
+
+    tests/test_record_findings.py checks this against a record with every field set, so a new
+    nested object in the model cannot be missed here.
+    """
+    n = len(record.__pydantic_fields_set__)
+    diary = record.diary
+    if diary is not None:
+        n += len(diary.__pydantic_fields_set__)
+        if diary.episodes:
+            for episode in diary.episodes:
+                n += len(episode.__pydantic_fields_set__)
+    nlc = record.nlc_assessment
+    if nlc is not None:
+        n += len(nlc.__pydantic_fields_set__)
+        if nlc.differentials is not None:
+            n += len(nlc.differentials.__pydantic_fields_set__)
+    if record.conditions is not None:
+        n += len(record.conditions.__pydantic_fields_set__)
+    if record.medications:
+        for med in record.medications:
+            n += len(med.__pydantic_fields_set__)
+    return n
+
+
+def _colons_in_values(record: CandidateRecord) -> int:
+    """The colons in the record's text values (codes, dates and enumerations cannot hold one)."""
+    n = record.candidate_id.count(":")
+    if record.site:
+        n += record.site.count(":")
+    if record.conditions is not None and record.conditions.malignant_tumor_site:
+        n += record.conditions.malignant_tumor_site.count(":")
+    for med in record.medications or ():
+        n += med.name.count(":")
+    return n
+
+
+def _may_repeat_keys(text: str | bytes, record: CandidateRecord) -> bool:
+    """False when the valid ``record``'s JSON ``text`` cannot have a key twice in one object."""
+    colons = text.count(":") if isinstance(text, str) else text.count(b":")
+    keys = _keys_read(record)
+    if colons == keys:
+        return False
+    escaped = "\\u" in text if isinstance(text, str) else b"\\u" in text
+    return escaped or colons != keys + _colons_in_values(record)
+
+
+class _Object(dict[str, Any]):
+    """A JSON object as read with every key kept: ``repeats`` counts each key that came more than once."""
+
+    __slots__ = ("repeats",)
+    repeats: dict[str, int]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    obj.repeats = {}
+    if len(obj) != len(pairs):
+        for key, _ in pairs:
+            obj.repeats[key] = obj.repeats.get(key, 0) + 1
+        obj.repeats = {k: n for k, n in obj.repeats.items() if n > 1}
+    return obj
+
+
+def _ignore(_: str) -> int:
+    return 0
+
+
+def load_keeping_keys(text: str | bytes) -> Any:
+    """The JSON value of ``text`` with each object an ``_Object`` that knows its repeated keys.
+
+    Numbers are not converted (they read as 0): only the structure is wanted here, and an integer
+    too long for ``int()`` must not stop the check. :raises ValueError, RecursionError: not JSON.
+    """
+    return json.loads(text, object_pairs_hook=_object, parse_int=_ignore, parse_float=_ignore,
+                      parse_constant=_ignore)
+
+
+def duplicate_keys(value: Any, loc: tuple[Any, ...] = ()) -> list[FieldProblem]:
+    """A problem for each key that appears more than once in one object of ``value`` (from
+    :func:`load_keeping_keys`), at any depth, named by its field path."""
+    problems: list[FieldProblem] = []
+    if isinstance(value, _Object):
+        for key, count in value.repeats.items():
+            times = "twice" if count == 2 else f"{count} times"
+            path, hidden = _shown_path(loc + (key,))
+            if not hidden:
+                problems.append(FieldProblem(path, f"appears {times} in the record"))
+            elif _shown_path(loc)[1]:
+                problems.append(FieldProblem(path, f"a key inside {HIDDEN_NAME} appears {times} in the record"))
+            else:
+                problems.append(FieldProblem(path, f"{HIDDEN_NAME} appears {times} in the record"))
+        for key, item in value.items():
+            if isinstance(item, (dict, list)):
+                problems.extend(duplicate_keys(item, loc + (key,)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, (dict, list)):
+                problems.extend(duplicate_keys(item, loc + (index,)))
     return problems
 
 
@@ -233,27 +440,44 @@ def parse_record(text: str | bytes, *, position: str | None = None,
         every field problem (paths and messages only).
     """
     try:
-        return CandidateRecord.model_validate_json(text, context={"enrollment_offset_days": enrollment_offset_days})
+        record = CandidateRecord.model_validate_json(text, context={"enrollment_offset_days": enrollment_offset_days})
     except ValidationError as exc:
         raise record_error(exc, text, position) from None
+    if _may_repeat_keys(text, record):
+        try:
+            data = load_keeping_keys(text)
+        except (ValueError, RecursionError):  # read by pydantic, not by json: no duplicates can be seen
+            return record
+        problems = duplicate_keys(data)
+        if problems:
+            raise _record_error(problems, data, position)
+    return record
 
 
-def record_error(exc: ValidationError, text: str | bytes | dict[str, Any], position: str | None) -> CandidateRecordError:
-    candidate_id = site = None
+def record_error(exc: ValidationError, text: str | bytes | dict[str, Any],
+                 position: str | None) -> CandidateRecordError:
+    """The error for a record that failed validation: its field problems and any repeated keys,
+    named by the candidate id and site when they can be read (and are not themselves repeated)."""
     data: Any = text
     if not isinstance(text, dict):
         try:
-            data = json.loads(text)
+            data = load_keeping_keys(text)
         except (ValueError, RecursionError):
             data = None
-    if isinstance(data, dict):
-        cid = data.get("candidate_id")
-        candidate_id = cid if isinstance(cid, str) and cid else None
-        s = data.get("site")
-        site = s if isinstance(s, str) else None
-    problems = problems_from_validation(exc)
+    problems = duplicate_keys(data) + problems_from_validation(exc, None if isinstance(text, dict) else text)
     if not isinstance(data, dict) and data is not None:
         problems = [FieldProblem("", "not a JSON object")]
+    return _record_error(problems, data, position)
+
+
+def _record_error(problems: list[FieldProblem], data: Any, position: str | None) -> CandidateRecordError:
+    candidate_id = site = None
+    if isinstance(data, dict):
+        repeats = data.repeats if isinstance(data, _Object) else {}
+        cid = data.get("candidate_id")
+        candidate_id = cid if isinstance(cid, str) and cid and "candidate_id" not in repeats else None
+        s = data.get("site")
+        site = s if isinstance(s, str) and "site" not in repeats else None
     return CandidateRecordError(problems, position=position, candidate_id=candidate_id, site=site)
 
 
