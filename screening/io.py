@@ -489,7 +489,9 @@ class _JsonReader:
             except json.JSONDecodeError as exc:
                 held = len(self.buf) - start
                 cut_short = exc.pos >= len(self.buf) - 1 or exc.msg.startswith("Unterminated string")
-                if cut_short and not self.eof and held < MAX_ELEMENT:
+                if cut_short and not self.eof:
+                    if held >= MAX_ELEMENT:
+                        return _Failure(f"larger than {MAX_ELEMENT >> 20} MiB, or a quote in it never closes", None)
                     self._fill(2 * held)  # perhaps only cut short by the buffer's end: read more, once per doubling
                     continue
                 message = exc.msg[:1].lower() + exc.msg[1:]
@@ -721,8 +723,8 @@ class _PhysicalLines:
 
     def __init__(self, source: _Rewound) -> None:
         self.source = source
-        self.again: deque[tuple[int, str]] = deque()  # lines to read again after a broken row
-        self.row: list[tuple[int, str]] = []  # the lines of the row being read
+        self.again: deque[tuple[int, str | None]] = deque()  # lines to read again after a broken row
+        self.row: list[tuple[int, str | None]] = []  # the lines of the row being read (None: too long)
         self.row_chars = 0
         self.number = 0  # the number of the last line read from the source
 
@@ -732,9 +734,12 @@ class _PhysicalLines:
     def __next__(self) -> str:
         if self.row and (len(self.row) >= CSV_ROW_LINES or self.row_chars > CSV_ROW_CHARS):
             raise _RowBroken(f"a quoted cell runs over more than {CSV_ROW_LINES} lines or "
-                             f"{CSV_ROW_CHARS >> 20} MiB: its quote is probably never closed")
+                             f"{CSV_ROW_CHARS:,} characters: its quote is probably never closed")
         if self.again:
-            number, line = self.again.popleft()
+            number, again = self.again.popleft()
+            if again is None:  # a line over the bound, already skipped
+                raise self._too_long(number)
+            line = again
         else:
             line = self.source.readline(CSV_ROW_CHARS + 1)
             if not line:
@@ -748,11 +753,18 @@ class _PhysicalLines:
                     more = self.source.readline(CSV_ROW_CHARS)
                     if not more or more.endswith("\n"):
                         break
-                self.row.append((number, ""))
-                raise _RowBroken(f"the line is longer than {CSV_ROW_CHARS >> 20} MiB")
+                raise self._too_long(number)
         self.row.append((number, line))
         self.row_chars += len(line)
         return line
+
+    def _too_long(self, number: int) -> _RowBroken:
+        within = bool(self.row)
+        self.row.append((number, None))
+        if within:
+            return _RowBroken(f"a quoted cell runs into a line longer than {CSV_ROW_CHARS:,} characters: "
+                              "its quote is probably never closed")
+        return _RowBroken(f"the line is longer than {CSV_ROW_CHARS:,} characters")
 
     def start_row(self) -> None:
         self.row = []

@@ -138,6 +138,31 @@ def test_a_csv_row_running_over_the_bound_is_one_error_row(monkeypatch: pytest.M
     assert _good_ids(items) == ["R0", "R1"] + [f"R{i}" for i in range(3, 30)]
 
 
+def test_an_overlong_csv_line_is_one_error_row_wherever_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    import screening.io as sio
+
+    monkeypatch.setattr(sio, "CSV_ROW_CHARS", 100)
+    rows = [f"R{i},site A,2023-03-01" for i in range(10)]
+    rows[2] = 'R2,"site A,2023-03-01'  # its row runs into the next line, which is too long
+    rows[3] = "R3,site A," + "x" * 500
+    items, _ = _items("candidate_id,site,screening_start\n" + "\n".join(rows) + "\n", "x.csv")
+    assert [i.position for i in _errors(items)] == ["line 4", "line 5"]
+    assert "quote" in _message(_errors(items)[0]) and "line is longer than" in _message(_errors(items)[1])
+    assert len(items) == 10
+
+
+@pytest.mark.timeout(60)
+def test_an_element_over_the_bound_is_one_error_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    import screening.io as sio
+
+    monkeypatch.setattr(sio, "MAX_ELEMENT", 1 << 18)
+    big = json.dumps(base_record(candidate_id="BIG", site="s" * (1 << 20)))
+    text = "[" + big + ", " + json.dumps(base_record(candidate_id="A")) + "]"
+    items, stream = _items(text, "a.json")
+    assert len(items) == 2 and stream.unread is None
+    assert "larger than" in _message(items[0]) and _good_ids(items) == ["A"]
+
+
 def test_a_quote_closed_lines_later_does_not_swallow_the_rows_between() -> None:
     rows = [f"R{i},site A,2023-03-01" for i in range(30)]
     rows[2] = 'R2,"site A,2023-03-01'
