@@ -475,6 +475,12 @@ class _JsonReader:
         col = i - nl if nl >= 0 else self.col + i
         return f"line {line}, column {col}"
 
+    def _at(self, failure: _Failure, start: int) -> str:
+        """Where a failure is: its own line and column, else those of the element it is in."""
+        if failure.at is not None:
+            return f"at {self._where(failure.at)}"
+        return f"in the element beginning at {self._where(start)}"
+
     # -- one element --------------------------------------------------------------------------
 
     def _decode(self) -> tuple[Any, int] | _Failure:
@@ -588,8 +594,8 @@ class _JsonReader:
                 yield self._item(position, value, start, end)
                 self.pos = end
                 continue
-            at = self._where(result.at if result.at is not None else start)
-            yield _unreadable(position, f"{result.message} at {at}")
+            at = self._at(result, start)
+            yield _unreadable(position, f"{result.message} {at}")
             keys, size = self._resync(start)
             if keys > 1:
                 lost.append((position, keys - 1, size))
@@ -660,10 +666,10 @@ class _JsonReader:
                 self.pos = end
             else:
                 error_at = result.at if result.at is not None else start
-                at = self._where(error_at)
+                at = self._at(result, start)
                 begins = self._where(start)
                 if not self._end_of_bad(start, error_at + 1):  # nothing after it can be told apart
-                    yield _unreadable(position, f"{result.message} at {at}; the input ends inside this element, "
+                    yield _unreadable(position, f"{result.message} {at}; the input ends inside this element, "
                                                     "so the rest of the input cannot be read")
                     self.out.unread = (
                         f"the input ends inside index {index} (it begins at {begins}): a quote or bracket in it "
@@ -671,7 +677,7 @@ class _JsonReader:
                         f"could not be read: "
                         f"{self._estimate(self.passed_keys, self.passed_bytes, including_bad=True)}")
                     return
-                yield _unreadable(position, f"{result.message} at {at}")
+                yield _unreadable(position, f"{result.message} {at}")
             index += 1
             comma_needed = True
 
