@@ -401,25 +401,27 @@ def load_keeping_keys(text: str | bytes) -> Any:
 
 def duplicate_keys(value: Any, loc: tuple[Any, ...] = ()) -> list[FieldProblem]:
     """A problem for each key that appears more than once in one object of ``value`` (from
-    :func:`load_keeping_keys`), at any depth, named by its field path."""
+    :func:`load_keeping_keys`), at any depth, named by its field path under ``loc``. Walks
+    without recursion: any depth json can read is fine here."""
     problems: list[FieldProblem] = []
-    if isinstance(value, _Object):
-        for key, count in value.repeats.items():
-            times = "twice" if count == 2 else f"{count} times"
-            path, hidden = _shown_path(loc + (key,))
-            if not hidden:
-                problems.append(FieldProblem(path, f"appears {times} in the record"))
-            elif _shown_path(loc)[1]:
-                problems.append(FieldProblem(path, f"a key inside {HIDDEN_NAME} appears {times} in the record"))
-            else:
-                problems.append(FieldProblem(path, f"{HIDDEN_NAME} appears {times} in the record"))
-        for key, item in value.items():
-            if isinstance(item, (dict, list)):
-                problems.extend(duplicate_keys(item, loc + (key,)))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, (dict, list)):
-                problems.extend(duplicate_keys(item, loc + (index,)))
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, loc)]
+    while stack:
+        value, loc = stack.pop()
+        if isinstance(value, _Object):
+            for key, count in value.repeats.items():
+                times = "twice" if count == 2 else f"{count} times"
+                path, hidden = _shown_path(loc + (key,))
+                if not hidden:
+                    problems.append(FieldProblem(path, f"appears {times} in the record"))
+                elif _shown_path(loc)[1]:
+                    problems.append(FieldProblem(path, f"a key inside {HIDDEN_NAME} appears {times} in the record"))
+                else:
+                    problems.append(FieldProblem(path, f"{HIDDEN_NAME} appears {times} in the record"))
+            stack.extend((item, loc + (key,)) for key, item in reversed(value.items())
+                         if isinstance(item, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend((item, loc + (index,)) for index, item in reversed(list(enumerate(value)))
+                         if isinstance(item, (dict, list)))
     return problems
 
 

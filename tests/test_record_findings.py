@@ -307,3 +307,17 @@ def test_codes_that_are_not_atc_after_normalising_are_still_errors(atc: str) -> 
 def test_control_characters_in_ids_and_sites_are_accepted(value: str) -> None:
     record = parse_record(json.dumps(base_record(candidate_id=value, site=value)))
     assert record.candidate_id == value and record.site == value
+
+
+def test_a_deeply_nested_unknown_field_is_one_clear_error() -> None:
+    # json reads deeper than pydantic; the duplicate check must not recurse itself to death.
+    text = _base_text()[:-1] + ', "x": ' + "[" * 960 + '{"a": 1, "a": 2}' + "]" * 960 + "}"
+    problems = _problems(text)
+    assert list(problems) == [""] and problems[""].startswith("not valid JSON at column ")
+    inner = json.loads('{"a": [[{"b": 1}], {"c": {"d": 1}}]}')
+    assert record_module.duplicate_keys(inner) == []
+    text = '{"m": [[{"b": 1, "b": 2}], {"c": {"d": 1, "d": 1}}], "n": 3, "n": 4}'
+    found = record_module.duplicate_keys(record_module.load_keeping_keys(text), ("medications",))
+    assert [str(p) for p in found] == ["medications.n: appears twice in the record",
+                                       "medications.m[0][0].b: appears twice in the record",
+                                       "medications.m[1].c.d: appears twice in the record"]
