@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .errors import CandidateRecordError, FieldProblem, InputFormatError, did_you_mean
-from .record import field_kinds
+from .record import duplicate_keys, field_kinds, load_keeping_keys
 
 FORMATS = ("json", "jsonl", "csv")
 _CHUNK = 1 << 16
@@ -861,6 +861,11 @@ def _csv_item(position: str, header: list[str], row: list[str], several: bool) -
         except ValueError as exc:
             problems.append(FieldProblem(column, str(exc)))
             continue
+        if _KINDS[column] == "list":  # a key twice in one object of a JSON cell is an error, as in JSON input
+            repeated = duplicate_keys(load_keeping_keys(cell), tuple(column.split(".")))
+            if repeated:
+                problems.extend(repeated)
+                continue
         target = record
         parts = column.split(".")
         for part in parts[:-1]:
@@ -871,6 +876,10 @@ def _csv_item(position: str, header: list[str], row: list[str], several: bool) -
         site = record.get("site") if isinstance(record.get("site"), str) else None
         return Item(position, error=CandidateRecordError(problems, position=position, candidate_id=cid, site=site))
     return Item(position, json.dumps(record, ensure_ascii=False))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _csv_value(column: str, cell: str) -> Any:
@@ -886,7 +895,7 @@ def _csv_value(column: str, cell: str) -> Any:
         raise ValueError("must be a whole number")
     if kind == "list":
         try:
-            value = json.loads(cell)
+            value = json.loads(cell, parse_constant=_no_constant)
         except (ValueError, RecursionError):
             raise ValueError("must be a JSON array of objects") from None
         if not isinstance(value, list):

@@ -1,0 +1,29 @@
+"""Issue 11 findings at the command line: exit codes, empty input, unreadable tails, CSV list cells."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+import cli
+
+from .conftest import base_record
+
+
+def _jsonl(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def test_a_key_twice_inside_a_csv_list_cell_is_an_error_row_naming_it() -> None:
+    text = ('candidate_id,screening_start,medications\n'
+            'A,2023-03-01,"[{""name"":""x"",""name"":""y""}]"\n'
+            'B,2023-03-01,"[{""name"":""x"",""duration_min"":Infinity}]"\n'
+            'C,2023-03-01,\n')
+    result = CliRunner().invoke(cli.main, ["screen", "-", "--input-format", "csv", "--format", "jsonl"], input=text)
+    rows = _jsonl(result.stdout)
+    assert [r["candidate_id"] for r in rows] == ["A", "B", "C"]
+    assert rows[0]["error"] == "line 2, candidate A: medications[0].name: appears twice in the record"
+    assert rows[1]["decision"] == "error" and "medications" in rows[1]["error_fields"]
+    assert rows[2]["decision"] == "undetermined"
+    assert result.exit_code == 3
