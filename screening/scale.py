@@ -7,6 +7,16 @@ serialised as JSON Lines text, with the candidates' 8-byte digests for the dupli
 main process yields the blocks in input order, with at most ``2 × workers`` chunks in flight, so
 memory stays flat whatever the input size.
 
+How many processes: at most :data:`MAX_WORKERS`, and never more than there are chunks of work —
+the first ``workers`` chunks are cut before the pool is started and the pool is sized to the chunks
+actually found (a 19-record file is one chunk: one process, whatever ``--workers`` says).
+
+Workers die with the main process: each one asks the kernel for SIGKILL when its parent dies
+(``PR_SET_PDEATHSIG`` on Linux; elsewhere a thread that watches the parent's pid), so killing the
+main process — SIGKILL included — never leaves workers running or holding the caller's pipe open.
+Workers ignore SIGINT (a terminal's Ctrl-C reaches the whole process group: the main process stops
+them) and die on SIGTERM, whatever handler the main process installed before forking.
+
 Two ways in:
 
 * :func:`screen_file_blocks` — a JSON Lines *file*: the main process only finds where each chunk of
@@ -22,21 +32,30 @@ What stays in the main process, so that 1 and N workers give byte-for-byte the s
   :class:`~screening.screen.DuplicateCheck`): a duplicate's row is decoded, warned and re-encoded.
 
 A worker that dies (killed, out of memory, a crash in the engine's C code) raises
-:class:`WorkerError` — a :class:`~screening.errors.ScreeningError` naming the records that were in
-flight — instead of hanging the batch; the pool is shut down either way.
+:class:`WorkerError` — a :class:`~screening.errors.ScreeningError` naming exactly the records in
+flight (the first to the last chunk sent and not yet written) and saying that rows from the first
+of them on are missing — instead of hanging the batch; chunks that were already screened are still
+yielded first, so the rows written are whole, one per input record, up to the first record lost.
+The pool is shut down either way.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import signal
+import sys
+import threading
+import time
 from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
 import orjson
@@ -50,10 +69,18 @@ from .protocol import Ruleset
 CHUNK = 1000
 #: Bytes of a JSON Lines file per chunk when workers read the file themselves (~1,000 records).
 CHUNK_BYTES = 1 << 20
-#: The most worker processes ``--workers`` may ask for. Each worker is a forked process with its own
-#: rules engine (~100 MB resident once warm) and start-up cost; beyond a few per core nothing is gained.
+#: The most worker processes ``--workers`` may ask for (the CLI refuses more). Each worker is a forked
+#: process with its own rules engine and start-up cost; beyond a few per core nothing is gained.
 #: Fewer are started when there is less work: never more processes than chunks of input.
 MAX_WORKERS = 32
+#: The smallest byte range of a file worth a process of its own when a small file is shared out
+#: (~45 records): below it, forking and starting a worker costs more than the screening.
+MIN_CHUNK_BYTES = 64 << 10
+#: Seconds between checks, while waiting for a chunk, that no worker died unnoticed by the pool (a
+#: worker killed while sending its result leaves the pool's reader waiting for the rest for ever).
+POLL_SECONDS = 0.5
+#: Seconds the pool gets, after a worker was seen dead, to report it before the batch is stopped.
+DEAD_GRACE_SECONDS = 3.0
 
 
 def _keep_freed_memory() -> None:
@@ -122,16 +149,53 @@ class RenderedRow(Mapping[str, Any]):
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(ruleset: Ruleset, options: dict[str, Any]) -> None:
+def _init_worker(ruleset: Ruleset, options: dict[str, Any], parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C to the group: the main process stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the main process's handler (it raises KeyboardInterrupt)
+    _die_with_parent(parent)
     _WORKER.clear()
     _WORKER.update(ruleset=ruleset, options=options, screener=None)
 
 
-def _render(items: Iterable[Item | None]) -> tuple[bytes, bytes, bytes, int, int]:
-    """Screen items in this worker: (rows as JSON Lines text, digests, line codes, errors, count).
+_PR_SET_PDEATHSIG = 1
 
-    ``None`` stands for an item the main process renders itself (an empty line in the text). A
-    digest of 0 means "takes no part in the duplicate check"; a line code of 0, "not a line".
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker die as soon as ``parent`` (the main process) does, however it died.
+
+    On Linux the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``; the pool's
+    processes are forked by the thread that iterates the blocks, and the signal follows that thread).
+    If the parent died before that was set, ``getppid`` has changed already: exit at once. Elsewhere a
+    daemon thread checks twice a second whether the parent is still there.
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):  # pragma: no cover - no prctl
+            armed = False
+    if os.getppid() != parent:  # the parent is gone already (the race before the line above)
+        os._exit(1)
+    if not armed:  # pragma: no cover - not Linux
+        threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:  # pragma: no cover - not Linux
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _render(items: Iterable[Item | None]) -> tuple[bytes, bytes, bytes, int, int]:
+    """Screen items in this worker: (rows as JSON Lines text, keys, entries, errors, count).
+
+    ``None`` stands for an item the main process renders itself (an empty line in the text). Keys and
+    entries are the duplicate check's (:meth:`~screening.screen.DuplicateCheck.row_key`,
+    :meth:`~screening.screen.DuplicateCheck.entry`): a key of 0 means "takes no part"; an entry's
+    position is 0 when the item is not a line (the main process encodes it).
     """
     from .screen import DuplicateCheck, Screener
 
@@ -139,25 +203,26 @@ def _render(items: Iterable[Item | None]) -> tuple[bytes, bytes, bytes, int, int
     if screener is None:  # built lazily, in this process: its own engine
         screener = _WORKER["screener"] = Screener(_WORKER["ruleset"], **_WORKER["options"])
     parts: list[bytes] = []
-    digests = array("Q")
-    codes = array("Q")
+    keys = array("Q")
+    entries = array("Q")
     errors = 0
-    row_digest, line_code = DuplicateCheck.row_digest, DuplicateCheck.line_code
+    row_key, line_code, entry = DuplicateCheck.row_key, DuplicateCheck.line_code, DuplicateCheck.entry
     for item in items:
         if item is None:
             parts.append(b"")
-            digests.append(0)
-            codes.append(0)
+            keys.append(0)
+            entries.append(0)
             continue
         row = screener.item(item)
         parts.append(orjson.dumps(row))
         if row["decision"] == "error":
             errors += 1
-        digests.append(row_digest(row))
+        key, tag = row_key(row)
+        keys.append(key)
         kind, _, number = item.position.partition(" ")
-        codes.append(line_code(int(number)) if kind == "line" else 0)
+        entries.append(entry(tag, line_code(int(number)) if kind == "line" else 0))
     text = b"\n".join(parts) + b"\n" if parts else b""
-    return text, digests.tobytes(), codes.tobytes(), errors, len(parts)
+    return text, keys.tobytes(), entries.tobytes(), errors, len(parts)
 
 
 def _screen_items(payload: list[tuple[str, str | None]]) -> tuple[bytes, bytes, bytes, int, int]:
@@ -175,6 +240,10 @@ def _screen_shard(path: str, start: int, end: int, first_line: int) -> tuple[byt
 # In the main process
 
 
+Span = tuple[str, str]
+Task = tuple[Span, Any, tuple[Any, ...]]
+
+
 class _Pipeline:
     """Chunks through a worker pool, results back in order, a bounded number in flight."""
 
@@ -183,59 +252,79 @@ class _Pipeline:
 
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        if workers > MAX_WORKERS:
+            raise ValueError(f"workers must be at most {MAX_WORKERS}")
         self.ruleset = ruleset
         self.workers = workers
         self.options = options
         self.dupes = DuplicateCheck() if check_duplicates else None
         self._local: Screener | None = None  # renders rows of unreadable items here (no engine call)
 
-    def run(self, tasks: Iterator[tuple[str, Any, tuple[Any, ...]]]) -> Iterator[Block]:
-        """``tasks``: (what the chunk is, for messages; its items or None; the worker call's arguments)."""
+    def run(self, tasks: Iterator[Task]) -> Iterator[Block]:
+        """``tasks``: (the chunk's first and last position, for messages; its items or None; the worker
+        call's arguments). Starts one process per chunk found among the first ``workers``."""
+        first = list(itertools.islice(tasks, self.workers))
+        if not first:
+            return
         _keep_freed_memory()  # before the fork: the workers inherit it
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("fork"),
-                                   initializer=_init_worker, initargs=(self.ruleset, self.options))
-        pending: deque[tuple[str, Any, Future[Any]]] = deque()
-        limit = 2 * self.workers
+        pool = ProcessPoolExecutor(max_workers=len(first), mp_context=get_context("fork"),
+                                   initializer=_init_worker, initargs=(self.ruleset, self.options, os.getpid()))
+        source = itertools.chain(first, tasks)
+        pending: deque[tuple[Span, Any, Future[Any]]] = deque()
+        limit = 2 * len(first)
+        unsent: tuple[Span, BrokenProcessPool] | None = None  # a chunk the broken pool refused
+        processes: list[Any] = []  # the pool's processes, once started (all at the first submit)
         finished = False
         try:
             exhausted = False
             while True:
-                while not exhausted and len(pending) < limit:
-                    task = next(tasks, None)
+                while not exhausted and unsent is None and len(pending) < limit:
+                    task = next(source, None)
                     if task is None:
                         exhausted = True
                         break
                     span, items, call = task
                     try:
                         future = pool.submit(*call)
-                    except BrokenProcessPool as exc:
-                        raise _died(span) from exc
+                    except BrokenProcessPool as exc:  # write what was screened, then report what was not
+                        unsent = span, exc
+                        break
                     pending.append((span, items, future))
+                    if not processes:
+                        processes = list((getattr(pool, "_processes", None) or {}).values())
                 if not pending:
+                    if unsent is not None:
+                        raise _died(None, unsent[0][0]) from unsent[1]
                     break
-                span, items, future = pending.popleft()
+                span, items, future = pending[0]
                 try:
-                    result = future.result()
+                    result = _result(future, processes)
                 except BrokenProcessPool as exc:
-                    raise _died(span) from exc
+                    raise _died(_in_flight(pending), span[0]) from exc
                 except ScreeningError:
                     raise
                 except Exception as exc:  # an unexpected failure inside the worker: name it, stop
-                    raise WorkerError(f"a screening worker failed on records {span}: "
-                                      f"{type(exc).__name__}: {exc}") from exc
+                    raise WorkerError(f"a screening worker failed on records {_span(*span)} "
+                                      f"({type(exc).__name__}: {exc}); rows from {span[0]} on are "
+                                      f"missing") from exc
+                pending.popleft()
                 yield self._block(result, items)
             finished = True
         finally:
+            results = getattr(pool, "_result_queue", None)  # shutdown forgets it
             pool.shutdown(wait=finished, cancel_futures=True)
             if not finished:
-                _terminate(pool)
+                _terminate(processes, results)
 
     def _block(self, result: tuple[bytes, bytes, bytes, int, int], items: list[Item] | None) -> Block:
-        text, digest_bytes, code_bytes, errors, count = result
+        from .screen import DuplicateCheck
+
+        text, key_bytes, entry_bytes, errors, count = result
         lines: list[bytes] | None = None
-        digests = array("Q", digest_bytes)
+        keys = array("Q", key_bytes)
+        entries = array("Q", entry_bytes)
         if items is not None and any(item.error is not None for item in items):
-            from .screen import DuplicateCheck, Screener
+            from .screen import Screener
 
             lines = text.split(b"\n")
             for i, item in enumerate(items):
@@ -245,22 +334,25 @@ class _Pipeline:
                     row = self._local.error(item.error, item.position)
                     lines[i] = orjson.dumps(row)
                     errors += 1
-                    digests[i] = DuplicateCheck.row_digest(row)
+                    key, tag = DuplicateCheck.row_key(row)
+                    keys[i], entries[i] = key, DuplicateCheck.entry(tag, 0)
         dupes = self.dupes
         if dupes is not None:
-            codes = array("Q", code_bytes)
-            for i, digest in enumerate(digests):
-                if not digest:
+            position_code = DuplicateCheck.position_code
+            for i, key in enumerate(keys):
+                if not key:
                     continue
-                code = codes[i] or dupes.encode(items[i].position if items is not None else "")
-                first = dupes.first_seen_code(digest, code)
+                entry = entries[i]
+                if not position_code(entry):  # not a line: encoded here, where the table is
+                    entry |= dupes.encode(items[i].position if items is not None else "")
+                first = dupes.seen(key, entry)
                 if first is not None:  # a second record for this candidate: warn as one worker would
                     from .screen import add_duplicate_warning
 
                     if lines is None:
                         lines = text.split(b"\n")
                     row = orjson.loads(lines[i])
-                    add_duplicate_warning(row, dupes.position(first))
+                    add_duplicate_warning(row, dupes.position(first[0]), near=not first[1])
                     lines[i] = orjson.dumps(row)
         if lines is not None:
             text = b"\n".join(lines)
@@ -269,19 +361,22 @@ class _Pipeline:
 
 def screen_blocks(items: Iterable[Item], ruleset: Ruleset, *, workers: int, include_record: bool = False,
                   check_duplicates: bool = True, chunk_size: int = CHUNK, **screener_options: Any) -> Iterator[Block]:
-    """Screen a stream of items in ``workers`` processes: blocks of rows, in input order.
+    """Screen a stream of items in up to ``workers`` processes: blocks of rows, in input order.
 
-    Extra keyword arguments go to each worker's :class:`~screening.screen.Screener`.
+    ``workers`` is at most :data:`MAX_WORKERS`; no more processes are started than there are chunks
+    of ``chunk_size`` items among the first ``workers`` (none for an empty stream). Extra keyword
+    arguments go to each worker's :class:`~screening.screen.Screener`.
 
+    :raises ValueError: ``workers`` is below 1 or above :data:`MAX_WORKERS`.
     :raises WorkerError: a worker process died or failed; the message names the records in flight.
     """
     pipeline = _Pipeline(ruleset, workers, dict(screener_options, include_record=include_record), check_duplicates)
 
-    def tasks() -> Iterator[tuple[str, Any, tuple[Any, ...]]]:
+    def tasks() -> Iterator[Task]:
         source = iter(items)
         while chunk := list(itertools.islice(source, chunk_size)):
             payload = [(item.position, item.text if item.error is None else None) for item in chunk]
-            yield _span(chunk[0].position, chunk[-1].position), chunk, (_screen_items, payload)
+            yield (chunk[0].position, chunk[-1].position), chunk, (_screen_items, payload)
 
     return pipeline.run(tasks())
 
@@ -289,19 +384,21 @@ def screen_blocks(items: Iterable[Item], ruleset: Ruleset, *, workers: int, incl
 def screen_file_blocks(path: str, ruleset: Ruleset, *, workers: int, include_record: bool = False,
                        check_duplicates: bool = True, chunk_bytes: int = CHUNK_BYTES,
                        **screener_options: Any) -> Iterator[Block]:
-    """Screen a JSON Lines file in ``workers`` processes that read their own lines: blocks, in order.
+    """Screen a JSON Lines file in up to ``workers`` processes that read their own lines: blocks, in order.
 
     The file is cut into byte ranges of whole lines of about ``chunk_bytes`` (smaller for a small
-    file, so every worker gets some); the main process only counts their newlines, in C.
-    Gives the same rows as :func:`~screening.screen.screen_items` over the same file.
+    file, so every worker gets some, but not below :data:`MIN_CHUNK_BYTES` unless ``chunk_bytes`` is);
+    the main process only counts their newlines, in C. No more processes are started than there are
+    ranges. Gives the same rows as :func:`~screening.screen.screen_items` over the same file.
 
+    :raises ValueError: ``workers`` is below 1 or above :data:`MAX_WORKERS`.
     :raises WorkerError: a worker process died or failed; the message names the lines in flight.
     """
     pipeline = _Pipeline(ruleset, workers, dict(screener_options, include_record=include_record), check_duplicates)
     size = os.path.getsize(path)
-    target = max(1, min(chunk_bytes, size // (4 * workers) + 1))
+    target = max(1, min(chunk_bytes, max(MIN_CHUNK_BYTES, size // (4 * workers) + 1)))
 
-    def tasks() -> Iterator[tuple[str, Any, tuple[Any, ...]]]:
+    def tasks() -> Iterator[Task]:
         with open(path, "rb") as f:
             start, line = 0, 1
             while start < size:
@@ -312,7 +409,7 @@ def screen_file_blocks(path: str, ruleset: Ruleset, *, workers: int, include_rec
                 end = start + len(data)
                 lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
                 last = line + lines - 1
-                yield _span(f"line {line}", f"line {last}"), None, (_screen_shard, path, start, end, line)
+                yield (f"line {line}", f"line {last}"), None, (_screen_shard, path, start, end, line)
                 start, line = end, last + 1
 
     return pipeline.run(tasks())
@@ -335,27 +432,63 @@ def screen_parallel(items: Iterable[Item], ruleset: Ruleset, *, workers: int, **
         yield from block.rows()
 
 
+def _result(future: Future[Any], processes: list[Any]) -> Any:
+    """``future.result()``, but a worker found dead while the pool does not report it (its reader stuck on
+    a half-sent result) raises :class:`BrokenProcessPool` after :data:`DEAD_GRACE_SECONDS`, not never."""
+    dead_since: float | None = None
+    while True:
+        try:
+            return future.result(timeout=POLL_SECONDS)
+        except FutureTimeout:
+            pass
+        if dead_since is None:
+            if processes and wait_ready([p.sentinel for p in processes], timeout=0):
+                dead_since = time.monotonic()
+        elif time.monotonic() - dead_since > DEAD_GRACE_SECONDS:
+            raise BrokenProcessPool("a worker process ended while its pool waited for it")
+
+
 def _span(first: str, last: str) -> str:
     return first if first == last else f"{first} … {last}"
 
 
-def _died(span: str) -> WorkerError:
-    return WorkerError(f"a screening worker process died while screening records {span} "
-                       f"(killed, out of memory, or a crash in the rules engine); rows after the last "
-                       f"one written are missing. Re-run, or use --workers 1 to find the record.")
+def _in_flight(pending: deque[tuple[Span, Any, Future[Any]]]) -> str:
+    """The records sent to workers and not yet written: the first chunk's first to the last one's last."""
+    return _span(pending[0][0][0], pending[-1][0][1])
 
 
-def _terminate(pool: ProcessPoolExecutor) -> None:
-    """Stop the pool's processes now (after an error or an abandoned iteration)."""
-    processes = getattr(pool, "_processes", None) or {}
-    for process in list(processes.values()):
+def _died(in_flight: str | None, first_missing: str) -> WorkerError:
+    what = f" while screening records {in_flight}" if in_flight else ""
+    return WorkerError(f"a screening worker process died{what} (killed, out of memory, or a crash in the "
+                       f"rules engine); rows from {first_missing} on are missing. Re-run, or use --workers 1 "
+                       f"to find the record.")
+
+
+def _terminate(processes: list[Any], results: Any) -> None:
+    """Stop the pool's processes now (after an error or an abandoned iteration), without waiting for
+    the chunks they are screening; ``processes`` and ``results`` are taken before ``shutdown`` drops them.
+
+    A worker stopped while sending its result leaves the pool's reader thread waiting for the rest of
+    it, and the interpreter waits for that thread at exit: once the workers are gone, closing the
+    main process's copy of the result pipe's writing end lets that read end (end of file).
+    """
+    for process in processes:
         try:
             if process.is_alive():
                 process.terminate()
         except (OSError, ValueError, AttributeError):  # pragma: no cover - already gone
             pass
-    for process in list(processes.values()):
+    for process in processes:
         try:
             process.join(timeout=5)
+            if process.is_alive():  # pragma: no cover - ignored SIGTERM somehow
+                process.kill()
+                process.join(timeout=5)
         except (OSError, ValueError, AttributeError):  # pragma: no cover
+            pass
+    writer = getattr(results, "_writer", None)
+    if writer is not None:
+        try:
+            writer.close()
+        except OSError:  # pragma: no cover
             pass

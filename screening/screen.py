@@ -119,17 +119,30 @@ def screen_one(record: CandidateRecord | dict[str, Any] | str, ruleset: Ruleset,
 
 
 class DuplicateCheck:
-    """Warns on a second record for the same (site, candidate_id) in one batch.
+    """Warns on a second record for the same (site, candidate_id) in one batch, and on a *near*
+    duplicate: a record whose site and id match an earlier record's only once surrounding whitespace
+    and case are ignored (``" ab-1 "`` at ``"site one"`` after ``"AB-1"`` at ``"Site One"``) — a
+    typing difference, or two candidates; a person must look. Near duplicates get their own warning.
 
-    Keeps an 8-byte digest (blake2b) of each candidate seen and where it was first seen, not the
-    ids themselves, in a compact open-addressing table: two 8-byte words per slot, at most half the
-    slots used — about 32 MB for 1,000,000 candidates (a dict of int objects took ~150 MB). Two
-    different candidates share a digest with probability about n²/2⁶⁵ (3 × 10⁻⁸ at a million).
+    Memory stays compact: the table keeps no ids, only an 8-byte digest (blake2b) of the *normalised*
+    pair (each part stripped and case-folded) and one 8-byte word per slot, in an open-addressing
+    table at most half full — 32 to 64 bytes for each spelling of a candidate (~32 MB for a million
+    candidates). The word holds where the spelling was first seen (2 bits of kind, 42 of number: see
+    :meth:`encode`) and a 20-bit tag of the exact spelling (0 for an already normalised one). Every
+    spelling takes its own slot, so a repeat of any spelling is an exact duplicate (naming where that
+    spelling was first seen) and a new spelling a near one (naming where the candidate was first
+    seen). Two candidates share a digest with probability about n²/2⁶⁵ (3 × 10⁻⁸ at a million); two
+    spellings of one candidate that are not normalised share a tag with probability 2⁻²⁰, and are
+    then warned as an exact duplicate instead of a near one.
     """
 
     _KINDS = ("line ", "index ", "record ")
     _KIND_IDS = {kind[:-1]: i for i, kind in enumerate(_KINDS, start=1)}
-    _LOW = (1 << 56) - 1
+    _NUMBER_BITS = 42
+    _NUMBER = (1 << _NUMBER_BITS) - 1
+    _TAG_SHIFT = _NUMBER_BITS + 2
+    _POSITION = (1 << _TAG_SHIFT) - 1
+    _TAGS = (1 << (64 - _TAG_SHIFT)) - 1
 
     def __init__(self) -> None:
         self._size = 1024
@@ -141,44 +154,50 @@ class DuplicateCheck:
     def _encode(self, position: str) -> int:
         head, _, number = position.rpartition(" ")
         kind = self._KIND_IDS.get(head)
-        if kind is not None and number.isdigit() and number.isascii() and len(number) < 16 \
-                and (number[0] != "0" or number == "0"):
-            return (kind << 56) | int(number)
+        if kind is not None and number.isdigit() and number.isascii() and len(number) <= 13 \
+                and (number[0] != "0" or number == "0") and int(number) <= self._NUMBER:
+            return (kind << self._NUMBER_BITS) | int(number)
         code = len(self._other) + 1
         self._other[code] = position
         return code
 
     def _decode(self, code: int) -> str:
-        kind = code >> 56
+        kind = code >> self._NUMBER_BITS
         if kind == 0:
             return self._other[code]
-        return self._KINDS[kind - 1] + str(code & self._LOW)
-
-    def _slot(self, digest: int) -> int:
-        keys, mask = self._keys, self._size - 1
-        slot = digest & mask
-        while True:
-            key = keys[slot]
-            if key == 0 or key == digest:
-                return slot
-            slot = (slot + 1) & mask
+        return self._KINDS[kind - 1] + str(code & self._NUMBER)
 
     def _grow(self) -> None:
         old_keys, old_firsts = self._keys, self._firsts
         self._size *= 2
-        self._keys = array("Q", bytes(8 * self._size))
-        self._firsts = array("Q", bytes(8 * self._size))
+        keys = self._keys = array("Q", bytes(8 * self._size))
+        firsts = self._firsts = array("Q", bytes(8 * self._size))
+        mask = self._size - 1
         for key, first in zip(old_keys, old_firsts):
             if key:
-                slot = self._slot(key)
-                self._keys[slot] = key
-                self._firsts[slot] = first
+                slot = key & mask
+                while keys[slot]:
+                    slot = (slot + 1) & mask
+                keys[slot] = key
+                firsts[slot] = first
 
     @staticmethod
     def digest(site: str | None, candidate_id: Any) -> int:
-        """The candidate's 8-byte key (never 0)."""
+        """The 8-byte digest of a (site, candidate_id) pair as spelled (never 0)."""
         key = f"{site or ''}\0{candidate_id}".encode()
         return int.from_bytes(_blake2b(key, digest_size=8).digest(), "little") or 1
+
+    @classmethod
+    def key(cls, site: str | None, candidate_id: Any) -> tuple[int, int]:
+        """The candidate's table key (the :meth:`digest` of the stripped, case-folded pair) and the
+        20-bit tag of its exact spelling (0 when the spelling is already normalised)."""
+        site_ = site or ""
+        cid = str(candidate_id)
+        norm_site, norm_id = site_.strip().casefold(), cid.strip().casefold()
+        key = cls.digest(norm_site, norm_id)
+        if norm_site == site_ and norm_id == cid:
+            return key, 0
+        return key, cls.digest(site_, cid) % cls._TAGS + 1
 
     @classmethod
     def counts(cls, row: Mapping[str, Any]) -> bool:
@@ -186,53 +205,77 @@ class DuplicateCheck:
         return not (row.get("decision") == "error" and str(row.get("candidate_id", "")).startswith(cls._KINDS))
 
     @classmethod
-    def row_digest(cls, row: Mapping[str, Any]) -> int:
-        """The row's candidate key, or 0 for a row that takes no part (see :meth:`counts`)."""
-        return cls.digest(row.get("site"), row.get("candidate_id")) if cls.counts(row) else 0
+    def row_key(cls, row: Mapping[str, Any]) -> tuple[int, int]:
+        """The row's :meth:`key`, or (0, 0) for a row that takes no part (see :meth:`counts`)."""
+        return cls.key(row.get("site"), row.get("candidate_id")) if cls.counts(row) else (0, 0)
 
-    def first_seen_code(self, digest: int, position_code: int) -> int | None:
-        """The encoded position where this candidate (a :meth:`digest`) was first seen in the batch, or
-        None, remembering ``position_code`` (see :meth:`encode`, :meth:`line_code`), if it is new."""
-        keys = self._keys
-        slot = digest & (self._size - 1)
+    @classmethod
+    def entry(cls, tag: int, position_code: int) -> int:
+        """The table word for a spelling's tag (see :meth:`key`) and where it is (see :meth:`encode`)."""
+        return (tag << cls._TAG_SHIFT) | position_code
+
+    @classmethod
+    def position_code(cls, entry: int) -> int:
+        """The position part of a table word (0: not known yet)."""
+        return entry & cls._POSITION
+
+    def seen(self, key: int, entry: int) -> tuple[int, bool] | None:
+        """Where this candidate (a :meth:`key`) was first seen in the batch, as (encoded position, whether
+        the spelling is the same), or None if it is new; a new spelling is remembered (``entry``: see
+        :meth:`entry`)."""
+        keys, mask = self._keys, self._size - 1
+        slot = key & mask
+        near = 0
         if keys[slot]:  # taken: this candidate, or another one's probe sequence
-            slot = self._slot(digest)
-            if keys[slot]:
-                return self._firsts[slot]
-        keys[slot] = digest
-        self._firsts[slot] = position_code
+            firsts, tag, shift, pos = self._firsts, entry >> self._TAG_SHIFT, self._TAG_SHIFT, self._POSITION
+            while keys[slot]:
+                if keys[slot] == key:
+                    word = firsts[slot]
+                    if word >> shift == tag:
+                        return word & pos, True
+                    if not near or word & pos < near:
+                        near = word & pos
+                slot = (slot + 1) & mask
+        keys[slot] = key
+        self._firsts[slot] = entry
         self._used += 1
         if 2 * self._used > self._size:
             self._grow()
-        return None
+        return (near, False) if near else None
 
     @classmethod
     def line_code(cls, line: int) -> int:
-        """The encoded position ``line N``."""
-        return (cls._KIND_IDS["line"] << 56) | line
+        """The encoded position ``line N`` (N below 2⁴²)."""
+        return (cls._KIND_IDS["line"] << cls._NUMBER_BITS) | (line & cls._NUMBER)
 
     def position(self, code: int) -> str:
         """The position an encoded position stands for."""
         return self._decode(code)
 
     def encode(self, position: str) -> int:
-        """A position (``line 17``, ``index 3``, …) as a number the table can hold."""
+        """A position (``line 17``, ``index 3``, …) as a number the table can hold (never 0)."""
         return self._encode(position)
 
     def __call__(self, row: dict[str, Any], position: str) -> dict[str, Any]:
-        digest = self.row_digest(row)
-        if digest:
-            first = self.first_seen_code(digest, self._encode(position))
+        key, tag = self.row_key(row)
+        if key:
+            first = self.seen(key, (tag << self._TAG_SHIFT) | self._encode(position))
             if first is not None:
-                add_duplicate_warning(row, self._decode(first))
+                add_duplicate_warning(row, self._decode(first[0]), near=not first[1])
         return row
 
 
-def add_duplicate_warning(row: dict[str, Any], first: str) -> None:
-    """The warning on a second record for a candidate in one batch, placed before the stamp."""
+def add_duplicate_warning(row: dict[str, Any], first: str, *, near: bool = False) -> None:
+    """The warning on a second record for a candidate in one batch, placed before the stamp. ``near``:
+    the site and id match the earlier record's only once case and surrounding spaces are ignored."""
     warnings = row.setdefault("warnings", [])
-    warnings.append(f"a second record for candidate {row.get('candidate_id')} at site "
-                    f"{row.get('site') or '(none)'} in this batch (first at {first or 'an earlier row'})")
+    if near:
+        warnings.append(f"candidate {row.get('candidate_id')} at site {row.get('site') or '(none)'} matches an "
+                        f"earlier record in this batch once case and surrounding spaces are ignored (first at "
+                        f"{first or 'an earlier row'}): the same candidate typed differently, or two candidates?")
+    else:
+        warnings.append(f"a second record for candidate {row.get('candidate_id')} at site "
+                        f"{row.get('site') or '(none)'} in this batch (first at {first or 'an earlier row'})")
     if "ruleset" in row:  # keep the field order stable: warnings before the stamp
         for key_ in [k for k in row if k in ("ruleset", "parameters", "criteria_set_check", "record")]:
             row[key_] = row.pop(key_)
