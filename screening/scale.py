@@ -338,12 +338,12 @@ class _Pipeline:
                     keys[i], entries[i] = key, DuplicateCheck.entry(tag, 0)
         dupes = self.dupes
         if dupes is not None:
-            position_code = DuplicateCheck.position_code
+            position_bits = DuplicateCheck.position_code(-1)  # all the position bits of an entry
             for i, key in enumerate(keys):
                 if not key:
                     continue
                 entry = entries[i]
-                if not position_code(entry):  # not a line: encoded here, where the table is
+                if not entry & position_bits:  # not a line: encoded here, where the table is
                     entry |= dupes.encode(items[i].position if items is not None else "")
                 first = dupes.seen(key, entry)
                 if first is not None:  # a second record for this candidate: warn as one worker would

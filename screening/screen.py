@@ -17,6 +17,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from hashlib import blake2b as _blake2b
 from typing import Any, Protocol
+from zlib import crc32 as _crc32
 
 from .decision import Decider, error_row
 from .errors import CandidateRecordError, FieldProblem
@@ -126,13 +127,13 @@ class DuplicateCheck:
 
     Memory stays compact: the table keeps no ids, only an 8-byte digest (blake2b) of the *normalised*
     pair (each part stripped and case-folded) and one 8-byte word per slot, in an open-addressing
-    table at most half full — 32 to 64 bytes for each spelling of a candidate (~32 MB for a million
-    candidates). The word holds where the spelling was first seen (2 bits of kind, 42 of number: see
+    table at most half full — 32 to 64 bytes for each spelling of a candidate (32 to 64 MB for a
+    million candidates). The word holds where the spelling was first seen (2 bits of kind, 42 of number: see
     :meth:`encode`) and a 20-bit tag of the exact spelling (0 for an already normalised one). Every
     spelling takes its own slot, so a repeat of any spelling is an exact duplicate (naming where that
     spelling was first seen) and a new spelling a near one (naming where the candidate was first
     seen). Two candidates share a digest with probability about n²/2⁶⁵ (3 × 10⁻⁸ at a million); two
-    spellings of one candidate that are not normalised share a tag with probability 2⁻²⁰, and are
+    spellings of one candidate that are not normalised share a tag with probability about 2⁻²⁰, and are
     then warned as an exact duplicate instead of a near one.
     """
 
@@ -189,15 +190,17 @@ class DuplicateCheck:
 
     @classmethod
     def key(cls, site: str | None, candidate_id: Any) -> tuple[int, int]:
-        """The candidate's table key (the :meth:`digest` of the stripped, case-folded pair) and the
-        20-bit tag of its exact spelling (0 when the spelling is already normalised)."""
+        """The candidate's table key (the :meth:`digest` of the pair with each part stripped and
+        case-folded) and the tag of its exact spelling: 0 when that is already normalised, else 1 to
+        2²⁰ (from a CRC-32 of the spelling: deterministic, and cheap next to a second digest)."""
         site_ = site or ""
-        cid = str(candidate_id)
-        norm_site, norm_id = site_.strip().casefold(), cid.strip().casefold()
-        key = cls.digest(norm_site, norm_id)
-        if norm_site == site_ and norm_id == cid:
+        cid = candidate_id if type(candidate_id) is str else str(candidate_id)
+        exact = f"{site_}\0{cid}"
+        norm = f"{site_.strip()}\0{cid.strip()}".casefold()
+        key = int.from_bytes(_blake2b(norm.encode(), digest_size=8).digest(), "little") or 1
+        if norm == exact:
             return key, 0
-        return key, cls.digest(site_, cid) % cls._TAGS + 1
+        return key, _crc32(exact.encode()) % cls._TAGS + 1
 
     @classmethod
     def counts(cls, row: Mapping[str, Any]) -> bool:
