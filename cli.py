@@ -16,22 +16,25 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any, TypeVar
 
 import click
 
 import screening
 from screening import audit as audit_mod
+from screening.batch import screen_batch
 from screening.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_OUTPUT,
-    EXIT_RECORD_ERRORS,
     EXIT_UNREADABLE,
     OutputError,
 )
-from screening.io import FORMATS, read_records
+from screening.io import FORMATS
 from screening.output import OUTPUT_FORMATS, RowWriter
+from screening.scale import MAX_WORKERS
+from screening.sink import open_output
 
 T = TypeVar("T")
 
@@ -106,17 +109,16 @@ def main() -> None:
     """
 
 
-def _progress(things: Iterator[T], enabled: bool, size: Callable[[T], int]) -> Iterator[T]:
-    """Pass things through, with a progress bar on stderr counting ``size(thing)`` records each."""
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
+    """A progress bar on stderr counting records (its ``update``), or None."""
     if not enabled:
-        yield from things
+        yield None
         return
     from tqdm import tqdm
 
     with tqdm(unit=" records", file=sys.stderr, mininterval=0.5, leave=False) as bar:
-        for thing in things:
-            yield thing
-            bar.update(size(thing))
+        yield bar.update
 
 
 @main.command()
@@ -126,26 +128,34 @@ def _progress(things: Iterator[T], enabled: bool, size: Callable[[T], int]) -> I
               help="text: an explanation for a screener; json / jsonl / csv: one row per record.")
 @click.option("--input-format", type=click.Choice(FORMATS), default=None,
               help="Input format; by default taken from the file name, else from the content.")
-@click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
-              help="Where to write the decisions (default: standard output).")
+@click.option("-o", "--output", default="-", metavar="PATH|-",
+              help="Where to write the decisions (default: standard output). A file appears only when complete; "
+                   "the input file itself is refused.")
 @click.option("--include-record", is_flag=True, help="Add the validated input record to every decision.")
 @click.option("--compare-with", "compare_spec", default=None, metavar="NAME|PATH",
               help="Also screen under another criteria set; rows whose decision or category differ carry "
                    "criteria_set_check.")
 @click.option("--check-duplicates/--no-check-duplicates", default=True, show_default=True,
-              help="Warn on a second record for the same (site, candidate_id) in the batch. Keeps ~32 bytes "
-                   "per candidate; turn off for huge batches whose ids are known to be unique.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes to screen with; the output is the same for any number.")
+              help="Warn on a second record for the same (site, candidate_id) in the batch, and on ids that differ "
+                   "only in case or surrounding spaces. Keeps ~32 bytes per candidate; turn off for huge batches "
+                   "whose ids are known to be unique.")
+@click.option("--workers", type=click.IntRange(min=1, max=MAX_WORKERS), default=1, show_default=True,
+              help=f"Processes to screen with (at most {MAX_WORKERS}, and never more than there are chunks of "
+                   "work); the output is the same for any number.")
+@click.option("--csv-formula-guard/--no-csv-formula-guard", default=True, show_default=True,
+              help="CSV output: put a ' before cells starting with = + - @ (or tab, CR) so spreadsheets do not run "
+                   "them as formulas. Turn off for machine readers that want the exact text.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
-def screen(source: IO[bytes], rules_spec: str, fmt: str, input_format: str | None, output: IO[str],
+def screen(source: IO[bytes], rules_spec: str, fmt: str, input_format: str | None, output: str,
            include_record: bool, compare_spec: str | None, check_duplicates: bool, workers: int,
-           progress: bool | None) -> None:
+           csv_formula_guard: bool, progress: bool | None) -> None:
     """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
 
     Writes one decision per input record, in input order. A record that cannot be read becomes an
     `error` row naming its line (or index) and field; the others go on, and the exit code is 3.
+    Exit 1 when part of the input could not be read at all (the message says how many records) or
+    it holds no record; 4 when the output cannot be written.
 
     Example:
 
@@ -155,35 +165,20 @@ def screen(source: IO[bytes], rules_spec: str, fmt: str, input_format: str | Non
     other = _load(compare_spec) if compare_spec else None
     name = getattr(source, "name", None)
     name = None if not isinstance(name, str) or name in ("-", "<stdin>") else name
-    options: dict[str, Any] = {"include_record": include_record, "compare_with": other,
-                               "check_duplicates": check_duplicates}
     show = sys.stderr.isatty() if progress is None else progress
-    errors = 0
     try:
-        writer = RowWriter(output, fmt, ruleset)
-        if workers > 1:
-            from screening.scale import screen_blocks, screen_file_blocks, shardable
-
-            if shardable(name, input_format):  # workers read the file's lines themselves
-                blocks = screen_file_blocks(str(name), ruleset, workers=workers, **options)
-            else:
-                blocks = screen_blocks(read_records(source, input_format, name=name), ruleset, workers=workers,
-                                       **options)
-            for block in _progress(blocks, show, lambda b: b.count):
-                errors += block.errors
-                writer.write_block(block.text, block.count)
-        else:
-            rows = screening.screen_items(read_records(source, input_format, name=name), ruleset, **options)
-            for row in _progress(rows, show, lambda r: 1):
-                if row["decision"] == "error":
-                    errors += 1
-                writer.write(row)
-        writer.close()
+        with _progress_bar(show) as bar, open_output(output, input_path=name or "-") as out:
+            writer = RowWriter(out, fmt, ruleset, csv_formula_guard=csv_formula_guard)
+            result = screen_batch(source, writer, ruleset, input_format=input_format, name=name, workers=workers,
+                                  include_record=include_record, compare_with=other,
+                                  check_duplicates=check_duplicates, progress=bar)
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
-    if errors:
-        click.echo(f"{errors} record(s) could not be read; see their error rows.", err=True)
-        sys.exit(EXIT_RECORD_ERRORS)
+    message = result.summary()
+    if message:
+        click.echo(message, err=True)
+    if result.exit_code:
+        sys.exit(result.exit_code)
 
 
 @main.command()
@@ -277,9 +272,9 @@ def schema() -> None:
                    "meeting_exclusion=0.12,withdrawal=0.04,undetermined=0.09,error=0.01). Weights are normalised; "
                    "outcomes left out get none.")
 @rules_option
-@click.option("-o", "--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
-              help="Where to write the JSON Lines (default: standard output).")
-def generate(count: int, seed: int, mix: str | None, rules_spec: str, output: IO[str]) -> None:
+@click.option("-o", "--output", default="-", metavar="PATH|-",
+              help="Where to write the JSON Lines (default: standard output). A file appears only when complete.")
+def generate(count: int, seed: int, mix: str | None, rules_spec: str, output: str) -> None:
     """Write synthetic candidate records (JSON Lines) with a controllable mix of outcomes.
 
     For tests and benchmarks; deterministic for a seed. The records are built around the criteria
@@ -296,8 +291,12 @@ def generate(count: int, seed: int, mix: str | None, rules_spec: str, output: IO
         weights = parse_mix(mix)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--mix") from None
-    write_jsonl(output, count, seed=seed, mix=weights, ruleset=_load(rules_spec))
-    output.flush()
+    ruleset = _load(rules_spec)
+    try:
+        with open_output(output) as out:
+            write_jsonl(out, count, seed=seed, mix=weights, ruleset=ruleset)
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -70,7 +70,7 @@ def test_a_malformed_record_in_1000_gives_one_error_row(runner: CliRunner, tmp_p
     assert len(errors) == 1 and errors[0]["candidate_id"] == "B0417"
     assert errors[0]["error"].startswith("line 418, candidate B0417: diary.nights_recorded:")
     assert [r["candidate_id"] for r in rows] == [f"B{i:04d}" for i in range(1000)]
-    assert "1 record(s) could not be read" in result.stderr
+    assert "1 of 1000 record(s) could not be read" in result.stderr
 
 
 def test_text_output_explains_the_decision(runner: CliRunner) -> None:
