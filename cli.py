@@ -32,7 +32,7 @@ from screening.errors import (
     OutputError,
 )
 from screening.io import FORMATS
-from screening.output import OUTPUT_FORMATS, RowWriter
+from screening.output import OUTPUT_FORMATS, RowWriter, visible
 from screening.scale import MAX_WORKERS
 from screening.sink import open_output
 
@@ -56,7 +56,7 @@ class OutputFailure(Failure):
 
 
 def _failure(exc: screening.ScreeningError) -> Failure:
-    return (OutputFailure if isinstance(exc, OutputError) else Failure)(str(exc))
+    return (OutputFailure if isinstance(exc, OutputError) else Failure)(visible(str(exc)))
 
 
 def _load(rules_spec: str) -> screening.Ruleset:

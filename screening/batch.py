@@ -76,12 +76,17 @@ def screen_batch(source: IO[bytes], writer: RowWriter, ruleset: Ruleset, *, inpu
         else:
             stream = read_records(source, input_format, name=name)
             blocks = screen_blocks(stream, ruleset, workers=workers, **options)
-        for block in blocks:
-            writer.write_block(block.text, block.count)
-            result.rows += block.count
-            result.errors += block.errors
-            if progress is not None:
-                progress(block.count)
+        try:
+            for block in blocks:
+                writer.write_block(block.text, block.count)
+                result.rows += block.count
+                result.errors += block.errors
+                if progress is not None:
+                    progress(block.count)
+        finally:  # stops the pool at once when writing fails or the run is interrupted
+            close = getattr(blocks, "close", None)
+            if close is not None:
+                close()
     else:
         stream = read_records(source, input_format, name=name)
         for row in screen_items(stream, ruleset, **options):

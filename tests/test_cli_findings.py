@@ -8,8 +8,6 @@ from click.testing import CliRunner
 
 import cli
 
-from .conftest import base_record
-
 
 def _jsonl(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines() if line.strip()]

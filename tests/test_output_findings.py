@@ -427,12 +427,10 @@ def test_empty_output_is_still_a_valid_document(paper: screening.Ruleset, fmt: s
 
 
 # ---------------------------------------------------------------------------------------------
-# The command line (cli.py is wired to screening.sink by the lead; strict xfail until then)
-
-_NOT_WIRED = pytest.mark.xfail(strict=True, reason="cli.py is not yet wired to screening.sink")
+# The command line
 
 
-@_NOT_WIRED
+
 def test_cli_refuses_an_output_that_is_the_input(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps(base_record()) + "\n", encoding="utf-8")
@@ -446,7 +444,6 @@ def test_cli_refuses_an_output_that_is_the_input(tmp_path: Path) -> None:
     assert source.read_text(encoding="utf-8") == json.dumps(base_record()) + "\n"
 
 
-@_NOT_WIRED
 def test_cli_file_size_limit_is_exit_4_with_the_target_untouched(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(base_record(candidate_id=f"T-{i}")) + "\n" for i in range(300)),
