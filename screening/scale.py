@@ -61,7 +61,7 @@ from typing import Any
 import orjson
 
 from .errors import ScreeningError, WorkerError
-from .io import Item, detect_format, read_jsonl_lines
+from .io import Item, detect_format, jsonl_line_count, read_jsonl_lines
 from .protocol import Ruleset
 
 #: Records per chunk sent to a worker: large enough to amortise the inter-process traffic, small
@@ -407,7 +407,7 @@ def screen_file_blocks(path: str, ruleset: Ruleset, *, workers: int, include_rec
                 if not data:
                     break
                 end = start + len(data)
-                lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+                lines = jsonl_line_count(data)  # lone CRs end lines too, as the reader counts them
                 last = line + lines - 1
                 yield (f"line {line}", f"line {last}"), None, (_screen_shard, path, start, end, line)
                 start, line = end, last + 1

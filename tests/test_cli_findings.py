@@ -25,3 +25,21 @@ def test_a_key_twice_inside_a_csv_list_cell_is_an_error_row_naming_it() -> None:
     assert rows[1]["decision"] == "error" and "medications" in rows[1]["error_fields"]
     assert rows[2]["decision"] == "undetermined"
     assert result.exit_code == 3
+
+
+def test_cr_only_lines_are_numbered_alike_by_one_and_two_workers(tmp_path) -> None:
+    from .conftest import base_record
+
+    lines = [json.dumps(base_record(candidate_id=f"R{i}")) for i in range(6000)]
+    lines[3004] = "{not json"
+    data = "\r".join(lines[:3000]) + "\r" + "\n".join(lines[3000:]) + "\n"
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(data, encoding="utf-8")
+    outputs = []
+    for workers in ("1", "2"):
+        result = CliRunner().invoke(cli.main, ["screen", str(path), "--format", "jsonl", "--workers", workers])
+        rows = _jsonl(result.stdout)
+        assert len(rows) == 6000
+        assert rows[3004]["candidate_id"] == "line 3005"
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1]
