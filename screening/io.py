@@ -216,27 +216,19 @@ def read_jsonl_lines(lines: Iterable[str | bytes], first_line: int = 1) -> Itera
     number = first_line - 1
     for line in lines:
         number += 1
-        if isinstance(line, bytes):
-            if b"\r" in line:
-                parts = _cr_lines(line)
-                if len(parts) > 1:
-                    for part in parts:
-                        yield from read_jsonl_lines((part,), number)
-                        number += 1
-                    number -= 1
-                    continue
-            try:
-                line = line.decode("utf-8")
-            except UnicodeDecodeError:
-                yield _unreadable(f"line {number}", "not valid UTF-8")
-                continue
-        elif "\r" in line:
+        if ("\r" in line) if isinstance(line, str) else (b"\r" in line):
             parts = _cr_lines(line)
-            if len(parts) > 1:
+            if len(parts) > 1:  # lone CRs: several lines, numbered one by one
                 for part in parts:
                     yield from read_jsonl_lines((part,), number)
                     number += 1
                 number -= 1
+                continue
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError:
+                yield _unreadable(f"line {number}", "not valid UTF-8")
                 continue
         text = line.strip()
         if not text:
