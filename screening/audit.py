@@ -33,7 +33,7 @@ from typing import IO, Any, NamedTuple
 import yaml
 
 from .errors import InputFormatError, RuleDefinitionError, did_you_mean
-from .protocol import STATUSES, Ruleset, rules_dir
+from .protocol import STATUSES, Ruleset, available_packs
 from .screen import DuplicateCheck
 
 
@@ -374,22 +374,44 @@ def _read_expectation_yaml(path: Path, display: str) -> Any:
         loader.dispose()
 
 
+def _find_expectation(spec: str, ruleset: Ruleset | None) -> Path:
+    """The file of the expected flow named ``spec`` (``NAME`` or ``PACK/NAME``): in the
+    ``expectations/`` folder of the pack of ``ruleset``, else of the one pack that has it."""
+    packs = {pack.name: pack.path for pack in available_packs()}
+    pack_name, _, name = spec.rpartition("/")
+    if pack_name:
+        folders = [packs[pack_name]] if pack_name in packs else []
+    else:
+        own = ruleset.pack_dir if ruleset is not None else None
+        if own is not None and (own / "expectations" / f"{name}.yaml").is_file():
+            return own / "expectations" / f"{name}.yaml"
+        folders = [folder for folder in packs.values() if (folder / "expectations" / f"{name}.yaml").is_file()]
+    found = [folder / "expectations" / f"{name}.yaml" for folder in folders]
+    found = [path for path in found if path.is_file()]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        where = ", ".join(f"{pack}/{name}" for pack, folder in packs.items() if folder in folders)
+        raise RuleDefinitionError(f"expected flow {name!r} is in more than one pack: {where}; name it as PACK/NAME")
+    seen = [ruleset.pack_dir] if ruleset is not None and ruleset.pack_dir is not None else []
+    seen += [folder for folder in packs.values() if folder not in seen]
+    names = sorted({p.stem for folder in seen for p in (folder / "expectations").glob("*.yaml")})
+    raise RuleDefinitionError(f"no expected flow named {spec!r}{did_you_mean(spec, names)}; "
+                              f"available: {', '.join(names) or 'none'}")
+
+
 def load_expectation(spec: str, ruleset: Ruleset | None = None) -> dict[str, Any]:
-    """An expected flow (``figure1``, or a YAML path) with ``name``, ``title`` and ``counts``.
+    """An expected flow (``figure1``, ``PACK/NAME``, or a YAML path) with ``name``, ``title`` and ``counts``.
+
+    A name is looked up in the ``expectations/`` folder of the pack of ``ruleset`` first, then in
+    every shipped pack (it must then be in exactly one).
 
     Validated here, before any row is counted: only the keys ``name``, ``title`` (text) and
     ``counts``; every count a whole number ≥ 0; with ``ruleset``, every box one that ruleset has.
 
     :raises RuleDefinitionError: naming the file and the field (``counts.<box>``), never the value.
     """
-    path = Path(spec)
-    if not path.suffix:
-        folder = rules_dir() / "expectations"
-        path = folder / f"{spec}.yaml"
-        if not path.is_file():
-            names = [p.stem for p in folder.glob("*.yaml")]
-            raise RuleDefinitionError(f"no expected flow named {spec!r}{did_you_mean(spec, names)}; "
-                                      f"available: {', '.join(sorted(names))}")
+    path = Path(spec) if Path(spec).suffix else _find_expectation(spec, ruleset)
     display = str(path)
     data = _read_expectation_yaml(path, display)
     if not isinstance(data, dict):

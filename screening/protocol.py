@@ -160,6 +160,9 @@ class Ruleset:
     drug_classes: dict[str, DrugClass]
     site_lists: dict[str, SiteList]
     files: tuple[str, ...] = field(default=())
+    #: the trial pack the set belongs to ("" for a set file outside any pack) and its folder
+    pack: str = ""
+    pack_dir: Path | None = None
     #: condition key (or record field) -> its validated code lists, for importers (FHIR, EHR)
     condition_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -186,11 +189,62 @@ class Ruleset:
 
 
 def rules_dir() -> Path:
-    """The folder the shipped criteria sets live in (``rules/`` in the repo, ``screening/rules`` installed)."""
+    """The folder the trial packs live in (``rules/`` in the repo, ``screening/rules`` installed)."""
     installed = Path(str(resources.files("screening"))) / "rules"
     if installed.is_dir():  # a wheel install: rules/ ships as screening/rules
         return installed
     return Path(__file__).resolve().parent.parent / "rules"  # a source checkout or editable install
+
+
+#: The file that makes a folder a trial pack.
+PACK_FILE = "pack.yaml"
+_PACK_REQUIRED = {"name", "title", "default_set", "sets"}
+_PACK_OPTIONAL = {"description", "registration"}
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A trial pack: a folder with a ``pack.yaml`` beside its criteria sets (``<set>.yaml``), value
+    sets, expected flows (``expectations/``) and archived versions (``archive/``). Read it with
+    :func:`load_pack`."""
+
+    name: str
+    title: str
+    description: str
+    registration: str
+    default_set: str
+    sets: tuple[str, ...]
+    path: Path
+
+    def set_file(self, name: str) -> Path:
+        return self.path / f"{name}.yaml"
+
+    def versions(self) -> dict[str, list[tuple[str, Path]]]:
+        """Set name -> [(version, file), ...], oldest first: the pack's sets and every archived version
+        (``archive/*.yaml``, or a snapshot folder ``archive/<set>-<version>/<set>.yaml``)."""
+        found: dict[str, list[tuple[str, Path]]] = {name: [] for name in self.sets}
+        archive = self.path / "archive"
+        files = [self.set_file(name) for name in self.sets]
+        files += sorted(archive.glob("*.yaml")) + sorted(archive.glob("*/*.yaml"))
+        for path in files:
+            head = _head(path)
+            if "criteria" in head and head.get("name"):
+                found.setdefault(head["name"], []).append((head.get("version", ""), path))
+        for versions in found.values():
+            versions.sort(key=lambda item: _version_key(item[0]))
+        return found
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split(".")) if _VERSION_RE.match(version) else (0,)
+
+
+def display_path(path: Path) -> str:
+    """A path as errors show it: ``rules/…`` for what ships, else as given."""
+    try:
+        return "rules/" + str(path.resolve().relative_to(rules_dir().resolve()))
+    except ValueError:
+        return str(path)
 
 
 _TOP_KEY = re.compile(r'^(name|version|criteria):[ \t]*"?([^"#\n]*?)"?[ \t]*(?:#.*)?$', re.M)
@@ -208,44 +262,170 @@ def _head(path: Path) -> dict[str, str]:
     return found
 
 
-def available_rulesets() -> dict[str, list[tuple[str, Path]]]:
-    """Shipped criteria sets: name -> [(version, path), ...], newest last. Archived versions included."""
-    found: dict[str, list[tuple[str, Path]]] = {}
-    base = rules_dir()
-    for path in sorted(list(base.glob("*.yaml")) + list((base / "archive").glob("*.yaml"))):
-        head = _head(path)
-        if "criteria" in head and head.get("name"):
-            found.setdefault(head["name"], []).append((head.get("version", ""), path))
-    for versions in found.values():
-        versions.sort(key=lambda item: tuple(int(x) for x in item[0].split(".")) if _VERSION_RE.match(item[0]) else (0,))
-    return found
+def load_pack(folder: Path) -> Pack:
+    """Read and validate a pack's ``pack.yaml``: only known keys; a lower-case ``name``; text
+    ``title``, ``description`` and ``registration``; ``sets`` a list of distinct set names, each with
+    its file ``<set>.yaml`` in the folder naming itself so; every criteria set in the folder listed;
+    ``default_set`` one of ``sets``.
 
-
-def resolve(spec: str) -> Path:
-    """Turn ``NAME``, ``NAME@VERSION`` or a path into the path of a criteria set file.
-
-    :raises RulesetNotFound: with the names that do exist.
+    :raises RuleDefinitionError: naming pack.yaml (or the set file) and the field.
     """
-    candidate = Path(spec)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        if candidate.is_file():
-            return candidate
-        if candidate.exists():
-            raise RulesetNotFound(f"criteria set file {spec!r} is not a regular file")
-        raise RulesetNotFound(f"criteria set file {spec!r} does not exist")
-    name, _, version = spec.partition("@")
-    sets = available_rulesets()
-    if name not in sets:
-        raise RulesetNotFound(f"no criteria set named {name!r}{did_you_mean(name, sets)}; "
-                              f"available: {', '.join(sorted(sets))}")
-    versions = sets[name]
+    shown = display_path(folder / PACK_FILE)
+    data = read_yaml_file(folder / PACK_FILE, display=shown)
+
+    def fail(message: str, field: str | None = None, file: str = shown) -> RuleDefinitionError:
+        return RuleDefinitionError(message, file=file, field=field)
+
+    if not isinstance(data, dict):
+        raise fail("must be a mapping at the top level")
+    for key in data:
+        if key not in _PACK_REQUIRED | _PACK_OPTIONAL:
+            shown_key = str(key)[:40]
+            raise fail(f"unknown field{did_you_mean(shown_key, _PACK_REQUIRED | _PACK_OPTIONAL)}", shown_key)
+    for key in sorted(_PACK_REQUIRED - set(data)):
+        raise fail("required field is missing", key)
+    if not isinstance(data["name"], str) or not _NAME_RE.match(data["name"]):
+        raise fail("must be a lower-case name such as 'nlc-k2'", "name")
+    for key in ("title", "description", "registration"):
+        if key in data and not isinstance(data[key], str):
+            raise fail("must be text", key)
+    sets = data["sets"]
+    if not isinstance(sets, list) or not sets or not all(isinstance(s, str) and _NAME_RE.match(s) for s in sets):
+        raise fail("must be a non-empty list of criteria set names such as 'paper-2024'", "sets")
+    for index, name in enumerate(sets):
+        if name in sets[:index]:
+            raise fail(f"{name!r} is listed twice", "sets")
+        path = folder / f"{name}.yaml"
+        if not path.is_file():
+            raise fail(f"{name!r} has no file {name}.yaml in the pack", "sets")
+        head = _head(path)
+        if head.get("name") != name:
+            raise fail(f"names itself {head.get('name', '')[:40]!r}, not {name!r} as its file name and "
+                       f"pack.yaml say", "name", file=display_path(path))
+    for path in sorted(folder.glob("*.yaml")):
+        if path.name != PACK_FILE and path.stem not in sets and "criteria" in _head(path):
+            raise fail(f"{path.name} is a criteria set the pack does not list", "sets")
+    default = data["default_set"]
+    if default not in sets:
+        raise fail(f"not one of the pack's sets{did_you_mean(str(default)[:40], sets)}; sets: {', '.join(sets)}",
+                   "default_set")
+    return Pack(name=data["name"], title=data["title"].strip(), description=str(data.get("description", "")).strip(),
+                registration=str(data.get("registration", "")).strip(), default_set=default, sets=tuple(sets),
+                path=folder)
+
+
+def available_packs() -> list[Pack]:
+    """The shipped trial packs (every folder of :func:`rules_dir` with a ``pack.yaml``), by name.
+
+    :raises RuleDefinitionError: a pack.yaml is invalid, or two packs share a name.
+    """
+    base = rules_dir()
+    packs: dict[str, Pack] = {}
+    for folder in sorted(base.iterdir() if base.is_dir() else []):
+        if folder.is_dir() and (folder / PACK_FILE).is_file():
+            pack = load_pack(folder)
+            if pack.name in packs:
+                raise RuleDefinitionError(f"pack name {pack.name!r} is used twice (also by "
+                                          f"{display_path(packs[pack.name].path)})", file=display_path(folder / PACK_FILE),
+                                          field="name")
+            packs[pack.name] = pack
+    return [packs[name] for name in sorted(packs)]
+
+
+def pack_of(path: Path) -> Pack | None:
+    """The pack a criteria set file belongs to: the folder holding it, or for an archived version
+    (``archive/x.yaml``, ``archive/<snapshot>/x.yaml``) the folder holding ``archive/``; else None.
+
+    :raises RuleDefinitionError: that pack's pack.yaml is invalid.
+    """
+    folder = path.resolve().parent
+    for candidate, archived in ((folder, True), (folder.parent, folder.name == "archive"),
+                                (folder.parent.parent, folder.parent.name == "archive")):
+        if archived and (candidate / PACK_FILE).is_file():
+            return load_pack(candidate)
+    return None
+
+
+def available_rulesets() -> dict[str, list[tuple[str, Path]]]:
+    """Shipped criteria sets: ``PACK/SET`` -> [(version, path), ...], oldest first. Archived versions included."""
+    return {f"{pack.name}/{name}": versions for pack in available_packs() for name, versions in pack.versions().items()}
+
+
+def _pick(label: str, versions: list[tuple[str, Path]], version: str) -> Path:
     if not version:
         return versions[-1][1]
     for ver, path in versions:
         if ver == version:
             return path
-    raise RulesetNotFound(f"criteria set {name!r} has no version {version!r}; "
+    raise RulesetNotFound(f"criteria set {label!r} has no version {version!r}; "
                           f"available: {', '.join(v for v, _ in versions)}")
+
+
+def resolve(spec: str) -> Path:
+    """Turn a spec into the file of a criteria set:
+
+    * ``SET`` or ``SET@VERSION``: a set of any shipped pack (the name is unique across packs);
+    * ``PACK/SET`` or ``PACK/SET@VERSION``: a set of the pack named (always accepted);
+    * ``PACK``: the pack's default set;
+    * a path: a set file (inside a pack folder or loose), or a pack folder (its default set).
+
+    :raises RulesetNotFound: with the names that do exist.
+    :raises RuleDefinitionError: a pack.yaml it had to read is invalid.
+    """
+    candidate = Path(spec)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if candidate.is_file():
+            return candidate
+        if candidate.is_dir():
+            if not (candidate / PACK_FILE).is_file():
+                raise RulesetNotFound(f"folder {spec!r} is not a trial pack (no {PACK_FILE}) and not a criteria set file")
+            pack = load_pack(candidate)
+            return pack.set_file(pack.default_set)
+        if candidate.exists():
+            raise RulesetNotFound(f"criteria set file {spec!r} is not a regular file")
+        raise RulesetNotFound(f"criteria set file {spec!r} does not exist")
+    name, _, version = spec.partition("@")
+    packs = {pack.name: pack for pack in available_packs()}
+    if "/" in name:
+        pack_name, _, set_name = name.partition("/")
+        if pack_name not in packs:
+            raise RulesetNotFound(f"no trial pack named {pack_name!r}{did_you_mean(pack_name, packs)}; "
+                                  f"available: {', '.join(sorted(packs))}")
+        sets = packs[pack_name].versions()
+        if set_name not in sets:
+            raise RulesetNotFound(f"pack {pack_name!r} has no criteria set {set_name!r}"
+                                  f"{did_you_mean(set_name, sets)}; available: {', '.join(sorted(sets))}")
+        return _pick(name, sets[set_name], version)
+    found = [(pack, versions[name]) for pack in packs.values()
+             for versions in [pack.versions()] if name in versions]
+    if len(found) > 1:
+        raise RulesetNotFound(f"criteria set {name!r} is in more than one pack: "
+                              f"{', '.join(f'{pack.name}/{name}' for pack, _ in found)}; name it as PACK/SET")
+    if found:
+        return _pick(name, found[0][1], version)
+    if name in packs:  # a pack's name: its default set
+        pack = packs[name]
+        return _pick(f"{name}/{pack.default_set}", pack.versions()[pack.default_set], version)
+    names = sorted({set_name for pack in packs.values() for set_name in pack.versions()})
+    raise RulesetNotFound(f"no criteria set named {name!r}{did_you_mean(name, names)}; "
+                          f"available: {', '.join(names)}")
+
+
+def resolve_all(spec: str) -> list[Path]:
+    """Every file ``spec`` stands for: for a pack (its name or folder) every version of every set it
+    holds, archived ones included; otherwise the one file :func:`resolve` finds."""
+    candidate = Path(spec)
+    pack: Pack | None = None
+    if candidate.is_dir() and (candidate / PACK_FILE).is_file():
+        pack = load_pack(candidate)
+    elif "/" not in spec and "@" not in spec and not candidate.exists() and candidate.suffix not in (".yaml", ".yml"):
+        packs = {p.name: p for p in available_packs()}
+        sets = {name for p in packs.values() for name in p.versions()}
+        if spec in packs and spec not in sets:
+            pack = packs[spec]
+    if pack is None:
+        return [resolve(spec)]
+    return [path for versions in pack.versions().values() for _, path in versions]
 
 
 #: resolved path of a set -> (the set, the (path, inode, size, mtime) of every file it read)
@@ -499,11 +679,7 @@ class _Loader:
 
     @staticmethod
     def _display(path: Path) -> str:
-        try:
-            base = rules_dir().resolve()
-            return "rules/" + str(path.resolve().relative_to(base))
-        except ValueError:
-            return str(path)
+        return display_path(path)
 
     def fail(self, message: str, *, criterion: str | None = None, field: str | None = None,
              file: str | None = None) -> RuleDefinitionError:
@@ -579,6 +755,10 @@ class _Loader:
             raise self.fail(f"must list every criterion exactly once (missing: {missing or 'none'}, "
                             f"unknown: {extra or 'none'})", field="precedence")
         self._decision_needs(criteria, consort)
+        pack = pack_of(self.path)
+        if pack is not None:  # reloaded when pack.yaml changes, but not part of the sha256
+            st = os.stat(pack.path / PACK_FILE)
+            self.stamps.append((str(pack.path / PACK_FILE), st.st_ino, st.st_size, st.st_mtime_ns))
         digest = hashlib.sha256()
         for display, raw in sorted(self.blobs):  # the same set hashes the same, whatever the read order
             digest.update(display.split("/")[-1].encode() + b"\0" + raw + b"\0")
@@ -588,6 +768,7 @@ class _Loader:
             path=self.file, parameters=params, precedence=tuple(precedence), criteria=criteria,
             sources=dict(sources), consort=consort, drug_classes=drug_classes, site_lists=site_lists,
             files=tuple(d for d, _ in self.blobs), condition_codes=condition_codes,
+            pack=pack.name if pack else "", pack_dir=pack.path if pack else None,
         )
 
     def _parameters(self, params: Any) -> dict[str, Any]:

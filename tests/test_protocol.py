@@ -14,7 +14,7 @@ from screening.protocol import load_ruleset, rules_dir
 
 def _variant(tmp_path: Path, edit) -> Path:
     """A copy of paper-2024 (with its value sets) after ``edit(data)``."""
-    src = rules_dir()
+    src = rules_dir() / "nlc-k2"
     data = yaml.safe_load((src / "paper-2024.yaml").read_text(encoding="utf-8"))
     edit(data)
     (tmp_path / "valuesets").mkdir()
@@ -31,7 +31,7 @@ def _criterion(data: dict, cid: str) -> dict:
 
 def test_shipped_sets_load_and_are_stamped() -> None:
     sets = screening.available_rulesets()
-    assert {"paper-2024", "registry-2023"} <= set(sets)
+    assert {"nlc-k2/paper-2024", "nlc-k2/registry-2023"} <= set(sets)
     for name in ("paper-2024", "registry-2023"):
         rs = load_ruleset(name)
         assert rs.stamp["name"] == name and len(rs.stamp["sha256"]) == 64
@@ -113,7 +113,7 @@ def test_condition_codes_are_loaded_for_importers(paper: screening.Ruleset) -> N
     codes = paper.condition_codes
     assert codes["parkinson_disease"]["record_field"] == "conditions.parkinson_disease"
     assert any(c["code"] == "49049000" for c in codes["parkinson_disease"]["snomed"])
-    assert "rules/valuesets/condition-codes.yaml" in paper.files
+    assert "rules/nlc-k2/valuesets/condition-codes.yaml" in paper.files
 
 
 def test_a_condition_code_mapping_to_an_unknown_record_field_is_rejected(tmp_path: Path) -> None:

@@ -27,13 +27,14 @@ from screening.screen import Screener
 
 from .conftest import FIXTURES
 
-SHIPPED = rules_dir() / "paper-2024.yaml"
+PACK = rules_dir() / "nlc-k2"
+SHIPPED = PACK / "paper-2024.yaml"
 
 
 def _copy_set(tmp_path: Path, text: str | None = None, name: str = "variant.yaml") -> Path:
     """paper-2024 (its text, or ``text``) with copies of its value sets, in ``tmp_path``."""
     (tmp_path / "valuesets").mkdir(exist_ok=True)
-    for f in (rules_dir() / "valuesets").glob("*.yaml"):
+    for f in (PACK / "valuesets").glob("*.yaml"):
         (tmp_path / "valuesets" / f.name).write_bytes(f.read_bytes())
     path = tmp_path / name
     path.write_text(SHIPPED.read_text(encoding="utf-8") if text is None else text, encoding="utf-8")
@@ -117,7 +118,9 @@ def test_an_oversized_value_set_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_shipped_sets_use_no_anchors_and_still_load() -> None:
-    for f in [*rules_dir().glob("*.yaml"), *(rules_dir() / "valuesets").glob("*.yaml")]:
+    shipped = sorted(rules_dir().rglob("*.yaml"))
+    assert PACK / "pack.yaml" in shipped and SHIPPED in shipped
+    for f in shipped:
         events = yaml.parse(f.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
         assert not any(isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None) for e in events), f
     for name in ("paper-2024", "registry-2023"):

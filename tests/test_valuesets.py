@@ -1,6 +1,6 @@
 """One test per value-set entry: each drug term, code and tumour-site term classes a record.
 
-Every entry of ``rules/valuesets/drug-classes.yaml`` and ``tumor-sites.yaml`` is screened through the
+Every entry of ``rules/nlc-k2/valuesets/drug-classes.yaml`` and ``tumor-sites.yaml`` is screened through the
 real pipeline (``screen_one``), on a clean eligible record carrying that one medicine (taken inside
 the look-back) or that one tumour site: the derived fact puts it in its class, the criterion that
 tests the class moves off its default, and its reason names the medicine or the site.
@@ -27,9 +27,9 @@ from screening.screen import screen_one
 
 from .conftest import base_record
 
-VALUESETS = rules_dir() / "valuesets"
+VALUESETS = rules_dir() / "nlc-k2" / "valuesets"
 
-# A snapshot of the value sets' entries (rules/valuesets/*.yaml, version 1.0.0).
+# A snapshot of the value sets' entries (rules/nlc-k2/valuesets/*.yaml, version 1.0.0).
 DRUG_ENTRIES: dict[str, dict[str, tuple[str, ...]]] = {
     'diuretic': {
         'names': ('thiazide', 'thiazides', 'loop diuretic', 'loop diuretics', 'bendroflumethiazide',
