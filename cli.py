@@ -223,27 +223,66 @@ def audit(decisions: IO[bytes], rules_spec: str | None, expect: str | None, fmt:
         sys.exit(1)
 
 
+def _list_packs(fmt: str) -> None:
+    """``rules --list``: every shipped pack with its sets and their versions (oldest first)."""
+    try:
+        packs = [(pack, pack.versions()) for pack in screening.protocol.available_packs()]
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    if fmt == "json":
+        click.echo(json.dumps({
+            "packs": [{"name": pack.name, "title": pack.title, "registration": pack.registration,
+                       "path": screening.protocol.display_path(pack.path), "default_set": pack.default_set,
+                       "sets": [{"name": name, "versions": [v for v, _ in versions], "default": name == pack.default_set}
+                                for name, versions in sets.items()]}
+                      for pack, sets in packs],
+            "sets": [{"pack": pack.name, "name": name, "version": version, "spec": f"{pack.name}/{name}@{version}"}
+                     for pack, sets in packs for name, versions in sets.items() for version, _ in versions],
+        }, indent=2, ensure_ascii=False))
+        return
+    for pack, sets in packs:
+        registration = f", {pack.registration}" if pack.registration else ""
+        click.echo(f"{pack.name}: {pack.title}{registration} ({screening.protocol.display_path(pack.path)})")
+        for name, versions in sets.items():
+            default = " (default)" if name == pack.default_set else ""
+            click.echo(f"  {name}: {', '.join(v for v, _ in versions)}{default}")
+
+
 @main.command()
 @rules_option
-@click.option("--check", is_flag=True, help="Only load and validate the criteria set.")
-@click.option("--list", "list_sets", is_flag=True, help="List the shipped criteria sets and versions.")
+@click.argument("target", required=False, metavar="[NAME|PATH]")
+@click.option("--check", is_flag=True,
+              help="Only load and validate the criteria set; given a pack (its name or folder), every set of it.")
+@click.option("--list", "list_sets", is_flag=True, help="List the shipped trial packs, their sets and versions.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def rules(rules_spec: str, check: bool, list_sets: bool, fmt: str) -> None:
+@click.pass_context
+def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, list_sets: bool, fmt: str) -> None:
     """Print the criteria of a set as a readable table (or validate it with --check).
 
-    Example:
+    The set is NAME|PATH or --rules, not both. Examples:
 
         nlc-screen rules --rules registry-2023 --check
+
+        nlc-screen rules --check rules/nlc-k2
     """
+    if target is not None:
+        if ctx.get_parameter_source("rules_spec") is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("give the criteria set either as NAME|PATH or with --rules, not both")
+        rules_spec = target
     if list_sets:
-        for name, versions in sorted(screening.available_rulesets().items()):
-            click.echo(f"{name}: {', '.join(v for v, _ in versions)}")
+        _list_packs(fmt)
+        return
+    if check:
+        try:
+            paths = screening.protocol.resolve_all(rules_spec)
+        except screening.ScreeningError as exc:
+            raise _failure(exc) from None
+        for path in paths:
+            ruleset = _load(str(path))
+            click.echo(f"{ruleset.path}: {ruleset.name} {ruleset.version} is valid ({len(ruleset.criteria)} "
+                       f"criteria, {len(ruleset.flat_rules)} rules, sha256 {ruleset.sha256})")
         return
     ruleset = _load(rules_spec)
-    if check:
-        click.echo(f"{ruleset.path}: {ruleset.name} {ruleset.version} is valid "
-                   f"({len(ruleset.criteria)} criteria, {len(ruleset.flat_rules)} rules, sha256 {ruleset.sha256})")
-        return
     from screening.describe import ruleset_json, ruleset_table
 
     if fmt == "json":
