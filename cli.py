@@ -40,7 +40,8 @@ T = TypeVar("T")
 
 rules_option = click.option(
     "--rules", "rules_spec", default="paper-2024", show_default=True, metavar="NAME|PATH",
-    help="Criteria set: a shipped name (paper-2024, registry-2023), NAME@VERSION, or a YAML file.")
+    help="Criteria set: a shipped name (paper-2024, registry-2023), NAME@VERSION, PACK/SET, a pack's name or "
+         "folder (its default set), or a YAML file.")
 
 
 class Failure(click.ClickException):

@@ -1,5 +1,8 @@
-"""Load and validate a criteria set from ``rules/`` (criteria, precedence, parameters, value sets).
+"""Find and load a criteria set from a trial pack in ``rules/`` (criteria, precedence, parameters, value sets).
 
+A trial pack is a folder of ``rules/`` with a ``pack.yaml`` (:func:`load_pack`) beside its criteria
+sets, value sets, expected flows and archived versions; :func:`resolve` turns ``SET``,
+``PACK/SET``, ``…@VERSION``, a pack's name or folder (its default set) or a file into a set file.
 A criteria set is a YAML file that a clinician can read (see ``rules/README.md``). Loading it checks
 every criterion, condition, reason and value set against the record contract and the catalogue of
 derived facts, and fails with a :class:`~screening.errors.RuleDefinitionError` that names the file,
@@ -30,7 +33,7 @@ What validation adds to the per-field checks:
 
 Example::
 
-    ruleset = load_ruleset("paper-2024")          # or "registry-2023", "paper-2024@1.0.0", a path
+    ruleset = load_ruleset("paper-2024")  # or "nlc-k2/registry-2023", "paper-2024@1.0.0", "nlc-k2", a path
     ruleset.stamp  # {"name": "paper-2024", "version": "1.0.0", "sha256": "…"}
 """
 

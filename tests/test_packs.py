@@ -151,6 +151,23 @@ def test_archived_versions_live_in_their_pack(tmp_path: Path, monkeypatch: pytes
         ("0.9.0", folder / "archive" / "paper-2024-0.9.0.yaml"), ("1.0.0", folder / "paper-2024.yaml")]
 
 
+def test_an_archived_snapshot_keeps_its_stamp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rules/README.md's recipe: the set and its value sets copied into archive/<set>-<version>/."""
+    folder = _copy_pack(tmp_path)
+    snapshot = folder / "archive" / "paper-2024-1.0.0"
+    shutil.copytree(folder / "valuesets", snapshot / "valuesets")
+    shutil.copy(folder / "paper-2024.yaml", snapshot / "paper-2024.yaml")
+    current = folder / "paper-2024.yaml"
+    current.write_text(current.read_text(encoding="utf-8").replace('version: "1.0.0"', 'version: "1.1.0"'),
+                       encoding="utf-8")
+    monkeypatch.setattr(protocol, "rules_dir", lambda: tmp_path)
+    old = load_ruleset("paper-2024@1.0.0")
+    assert (old.version, old.sha256, old.pack) == ("1.0.0", STAMPS["paper-2024"], "nlc-k2")
+    assert old.path == "rules/nlc-k2/archive/paper-2024-1.0.0/paper-2024.yaml"
+    assert load_ruleset("paper-2024").version == "1.1.0"
+    assert [p.parent.name for p in protocol.resolve_all("nlc-k2")] == ["paper-2024-1.0.0", "nlc-k2", "nlc-k2"]
+
+
 def test_a_loose_set_file_still_loads_and_belongs_to_no_pack(tmp_path: Path) -> None:
     shutil.copytree(PACK / "valuesets", tmp_path / "valuesets")
     shutil.copy(PACK / "paper-2024.yaml", tmp_path / "paper-2024.yaml")
