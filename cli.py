@@ -293,13 +293,24 @@ def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, 
 
 
 @main.command()
-def schema() -> None:
-    """Print the JSON Schema of the v1 candidate intake record.
+@click.option("--decision", is_flag=True,
+              help="Print the JSON Schema of the rows `screen` writes (decisions and error rows) for the criteria "
+                   "set instead: its categories, subcategories and criterion ids.")
+@rules_option
+def schema(decision: bool, rules_spec: str) -> None:
+    """Print the JSON Schema of the v1 candidate intake record (or, with --decision, of a decision row).
 
     Example:
 
         nlc-screen schema > intake-record.schema.json
+
+        nlc-screen schema --decision --rules registry-2023 > decision.schema.json
     """
+    if decision:
+        from screening.decision_row import decision_json_schema
+
+        click.echo(json.dumps(decision_json_schema(_load(rules_spec)), indent=2, ensure_ascii=False))
+        return
     click.echo(json.dumps(screening.record_json_schema(), indent=2, ensure_ascii=False))
 
 
