@@ -456,6 +456,16 @@ def parse_record(text: str | bytes, *, position: str | None = None,
     return record
 
 
+def _is_text(value: str) -> bool:
+    """Whether a string can be written as UTF-8: a lone surrogate (JSON ``\\udc80``, which the
+    lenient reader behind error rows lets through) cannot, so such an id never names an error row."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def record_error(exc: ValidationError, text: str | bytes | dict[str, Any],
                  position: str | None) -> CandidateRecordError:
     """The error for a record that failed validation: its field problems and any repeated keys,
@@ -477,9 +487,9 @@ def _record_error(problems: list[FieldProblem], data: Any, position: str | None)
     if isinstance(data, dict):
         repeats = data.repeats if isinstance(data, _Object) else {}
         cid = data.get("candidate_id")
-        candidate_id = cid if isinstance(cid, str) and cid and "candidate_id" not in repeats else None
+        candidate_id = cid if isinstance(cid, str) and cid and "candidate_id" not in repeats and _is_text(cid) else None
         s = data.get("site")
-        site = s if isinstance(s, str) and "site" not in repeats else None
+        site = s if isinstance(s, str) and "site" not in repeats and _is_text(s) else None
     return CandidateRecordError(problems, position=position, candidate_id=candidate_id, site=site)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 import cli
@@ -43,3 +44,21 @@ def test_cr_only_lines_are_numbered_alike_by_one_and_two_workers(tmp_path) -> No
         assert rows[3004]["candidate_id"] == "line 3005"
         outputs.append(result.stdout)
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("field", ["candidate_id", "site"])
+def test_a_lone_surrogate_escape_in_the_id_or_site_is_one_error_row(tmp_path, workers: str, field: str) -> None:
+    from .conftest import base_record
+
+    lines = [json.dumps(base_record(candidate_id=f"S{i}")) for i in range(3000)]
+    lines[1500] = lines[1500].replace('"S1500"' if field == "candidate_id" else '"test site"', '"\\udc80X"')
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli.main, ["screen", str(path), "--format", "jsonl", "--workers", workers])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+    rows = _jsonl(result.stdout)
+    assert len(rows) == 3000 and result.exit_code == 3
+    bad = rows[1500]
+    assert bad["decision"] == "error" and "\udc80" not in json.dumps(bad, ensure_ascii=False)
+    assert bad["candidate_id"] == ("line 1501" if field == "candidate_id" else "S1500")
