@@ -10,7 +10,9 @@ check (:class:`screening.screen.DuplicateCheck`). A later row for the same candi
 or a decision after an error row was fixed — *supersedes* the earlier one: its CONSORT box,
 primary criterion, per-criterion statuses, "excluded by this only" and criteria-set stamp are taken
 back and the later row's are counted instead. Error rows whose candidate_id is only their position
-(``line 7``, ``index 3``, ``record 12``: the record's id could not be read) are never merged. The
+(``line 7``, ``index 3``, ``record 12``: the record's id could not be read) are never merged. An
+error row with an id but no site (the site itself could not be read) is superseded by a later
+decision for the same id at any site: the record was fixed, site included. The
 report says how many rows were read and how many were superseded. The criteria-set check applies to
 the rows counted: a row made with another set and superseded by a re-screen is not flagged; a
 re-screen made with another set is.
@@ -175,6 +177,10 @@ def count(rows: Iterable[dict[str, Any]], ruleset: Ruleset) -> ConsortCounts:
             site = row.get("site") or ""
             key = (sites.setdefault(site, site), cid)
             before = latest.get(key)
+            if before is None and site and not made.error:  # an error row that lost its site, now fixed
+                orphan = latest.get(("", cid))
+                if orphan is not None and orphan.error:
+                    before = latest.pop(("", cid))
             if before is not None:
                 superseded += 1
                 tally[before] -= 1

@@ -62,3 +62,18 @@ def test_a_lone_surrogate_escape_in_the_id_or_site_is_one_error_row(tmp_path, wo
     bad = rows[1500]
     assert bad["decision"] == "error" and "\udc80" not in json.dumps(bad, ensure_ascii=False)
     assert bad["candidate_id"] == ("line 1501" if field == "candidate_id" else "S1500")
+
+
+def test_audit_counts_a_fixed_record_once_even_when_its_error_row_lost_the_site() -> None:
+    runner = CliRunner()
+    broken = runner.invoke(cli.main, ["screen", "-", "--format", "jsonl"],
+                           input='{"candidate_id":"X1","site":123,"screening_start":"2023-05-10"}\n').stdout
+    fixed = runner.invoke(cli.main, ["screen", "-", "--format", "jsonl"],
+                          input='{"candidate_id":"X1","site":"S","screening_start":"2023-05-10"}\n').stdout
+    assert json.loads(broken)["site"] is None
+    report = json.loads(runner.invoke(cli.main, ["audit", "-", "--format", "json"], input=broken + fixed).stdout)
+    assert report["counts"]["assessed"] == 1 and report["counts"]["errors"] == 0
+    assert report["rows"]["superseded"] == 1
+    # a decision first and an error row after it: the error row is the latest word, counted as such
+    report = json.loads(runner.invoke(cli.main, ["audit", "-", "--format", "json"], input=fixed + broken).stdout)
+    assert report["counts"]["assessed"] + report["counts"]["errors"] == 2
