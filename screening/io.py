@@ -48,13 +48,17 @@ def _unreadable(position: str, message: str, *, where: str | None = None) -> Ite
 
 
 def detect_format(name: str | None, head: str) -> str:
-    """Guess the input format from a file name, else from the first characters."""
+    """Guess the input format from a file name, else from the first characters.
+
+    A JSON Lines record cannot start with ``[``: a ``.jsonl`` / ``.ndjson`` file whose first
+    character (after white space and a byte-order mark) is ``[`` holds a JSON array, read as one.
+    """
+    stripped = head.lstrip("\ufeff \t\r\n")
     if name:
         low = name.lower()
         for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".csv", "csv")):
             if low.endswith(suffix):
-                return fmt
-    stripped = head.lstrip("\ufeff \t\r\n")
+                return "json" if fmt == "jsonl" and stripped.startswith("[") else fmt
     if stripped.startswith("["):
         return "json"
     if stripped.startswith("{"):
@@ -241,15 +245,26 @@ def read_jsonl_lines(lines: Iterable[str | bytes], first_line: int = 1) -> Itera
                 if text.startswith("{"):
                     yield Item(f"line {number}", text)
                     continue
-            try:
-                value = json.loads(text)
-                what = ("a JSON array, not a record (one JSON object per line)" if isinstance(value, list)
-                        else "not a JSON object")
-            except (ValueError, RecursionError):
-                what = "not valid JSON"
-            yield _unreadable(f"line {number}", what)
+            yield _unreadable(f"line {number}", _not_an_object(text))
             continue
         yield Item(f"line {number}", text)
+
+
+#: A line longer than this that is not an object is judged by its first character, not decoded.
+_JUDGED_WHOLE = 1 << 16
+
+
+def _not_an_object(text: str) -> str:
+    """Why a JSON Lines line that does not start with ``{`` is not a record (a long one is not decoded)."""
+    if text.startswith("["):
+        return "a JSON array, not a record (one JSON object per line)"
+    if len(text) > _JUDGED_WHOLE:
+        return "not a JSON object (one JSON object per line)"
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return "not valid JSON"
+    return "not a JSON object"
 
 
 def jsonl_line_count(data: bytes) -> int:
@@ -780,6 +795,42 @@ class _PhysicalLines:
         self.start_row()
 
 
+#: What a column name shown in a message may look like: a field path (ASCII identifiers joined by
+#: dots), at most 40 characters. Anything else may be a record value (a headerless file) and is not shown.
+_FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_SHOWN_NAME = 40
+
+
+def _showable(name: str) -> bool:
+    return len(name) <= _SHOWN_NAME and _FIELD_PATH.fullmatch(name) is not None
+
+
+def _column_name(name: str) -> str:
+    """A column name for a message: quoted if it looks like a field path, else not shown."""
+    return repr(name) if _showable(name) else "a column whose name is not shown"
+
+
+def _check_header(header: list[str]) -> None:
+    """Refuse a CSV header with an unnamed, repeated or unknown column, never echoing a cell that
+    may be a record value (the first row of a file without a header)."""
+    known = set(csv_columns())
+    unknown = [h for h in header if h and h not in known]
+    if len(unknown) * 2 > len(header):
+        expected = ", ".join(csv_columns()[:4])
+        raise InputFormatError(f"CSV header: {len(unknown)} of the {len(header)} cells of the first line are not "
+                               f"known columns: the file seems to have no header row (its first line must name "
+                               f"the columns, e.g. {expected}, …; see docs/csv.md)")
+    if "" in header:
+        raise InputFormatError(f"CSV header: column {header.index('') + 1} has no name")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise InputFormatError(f"CSV header: {', '.join(map(_column_name, repeated))} appear(s) more than once")
+    if unknown:
+        raise InputFormatError("CSV header: " + "; ".join(
+            f"unknown column {_column_name(h)}{did_you_mean(h, known) if _showable(h) else ''}"
+            for h in unknown))
+
+
 def _read_csv(stream: _Rewound) -> Iterator[Item]:
     lines = _PhysicalLines(stream)
     reader = csv.reader(lines)
@@ -794,16 +845,7 @@ def _read_csv(stream: _Rewound) -> Iterator[Item]:
         if any(h.strip() for h in header):
             break
     header = [h.strip().lstrip("\ufeff") for h in header]
-    if "" in header:
-        raise InputFormatError(f"CSV header: column {header.index('') + 1} has no name")
-    repeated = sorted({h for h in header if header.count(h) > 1})
-    if repeated:
-        raise InputFormatError(f"CSV header: {', '.join(map(repr, repeated))} appear(s) more than once")
-    known = set(csv_columns())
-    unknown = [h for h in header if h and h not in known]
-    if unknown:
-        raise InputFormatError("CSV header: " + "; ".join(
-            f"unknown column {h!r}{did_you_mean(h, known)}" for h in unknown))
+    _check_header(header)
     while True:
         lines.start_row()
         try:
@@ -817,23 +859,29 @@ def _read_csv(stream: _Rewound) -> Iterator[Item]:
             reader = csv.reader(lines)
             continue
         position = f"line {lines.first()}"
-        several = len(lines.row) > 1
+        span = (lines.first(), lines.row[-1][0]) if len(lines.row) > 1 else None
         if not any(cell.strip() for cell in row):
             continue
-        item = _csv_item(position, header, row, several)
-        if several and item.error is not None:
-            # A row over several lines that cannot be read: most likely a quote that closes only
-            # on a later line (another row's). One error row for its first line; the rest again.
-            yield _unreadable(position, "a quoted cell runs over several lines and the row cannot be read; "
-                                        "is a quote not closed?")
+        if span is not None and len(row) != len(header):
+            # A row over several lines whose cells do not fit the header: most likely a quote that
+            # closes only on a later line (another row's). One error row for its first line; the
+            # lines after it are read again, so the rows in between are not lost.
+            yield _unreadable(position, f"a quoted cell runs over lines {span[0]}–{span[1]} and the row then has "
+                                        f"{len(row)} cells; the header has {len(header)}: is a quote not closed?")
             lines.restart()
             reader = csv.reader(lines)
             continue
-        yield item
+        # The quotes close and the cells fit the header: one record, one row (a decision or an error).
+        yield _csv_item(position, header, row, span)
 
 
-def _csv_item(position: str, header: list[str], row: list[str], several: bool) -> Item:
-    """The item for one CSV row: its record as JSON text, or an error naming the columns."""
+def _csv_item(position: str, header: list[str], row: list[str], span: tuple[int, int] | None = None) -> Item:
+    """The item for one CSV row: its record as JSON text, or an error naming the columns.
+
+    ``span`` is the first and last physical line of a row whose quoted cells hold line breaks. A
+    line break is allowed only in a JSON list cell; in any other cell it makes the row one error
+    row naming the span: it may be a quote closed lines later, with other rows' lines inside it.
+    """
     if len(row) != len(header):
         return _unreadable(position, f"has {len(row)} cells; the header has {len(header)}")
     record: dict[str, Any] = {}
@@ -845,8 +893,10 @@ def _csv_item(position: str, header: list[str], row: list[str], several: bool) -
         if _bad_utf8(cell):
             problems.append(FieldProblem(column, "not valid UTF-8"))
             continue
-        if several and _KINDS[column] != "list" and ("\n" in cell or "\r" in cell):
-            problems.append(FieldProblem(column, "holds a line break"))
+        if span is not None and _KINDS[column] != "list" and ("\n" in cell or "\r" in cell):
+            problems.append(FieldProblem(column, f"a quoted cell spans lines {span[0]}–{span[1]}: a line break is "
+                                                 "allowed only in a JSON list cell (if a quote is not closed, "
+                                                 "the rows on those lines are in this one)"))
             continue
         try:
             value = _csv_value(column, cell)

@@ -163,16 +163,6 @@ def test_an_element_over_the_bound_is_one_error_item(monkeypatch: pytest.MonkeyP
     assert "larger than" in _message(items[0]) and _good_ids(items) == ["A"]
 
 
-def test_a_quote_closed_lines_later_does_not_swallow_the_rows_between() -> None:
-    rows = [f"R{i},site A,2023-03-01" for i in range(30)]
-    rows[2] = 'R2,"site A,2023-03-01'
-    rows[6] = 'R6,site A",2023-03-01'  # closes R2's quote: one 5-line row of 3 cells
-    items, _ = _items("candidate_id,site,screening_start\n" + "\n".join(rows) + "\n", "x.csv")
-    assert len(items) == 30
-    assert [i.position for i in _errors(items)] == ["line 4"]
-    assert "R3" in _good_ids(items) and "R6" in _good_ids(items)
-
-
 # ---------------------------------------------------------------------------------------------
 # Finding 2: when the rest cannot be read, say how much
 
@@ -375,3 +365,193 @@ def test_a_header_only_csv_yields_no_items() -> None:
     for text in ("candidate_id,screening_start\n", "candidate_id,screening_start", "\n\ncandidate_id\n\n"):
         items, stream = _items(text.encode(), "x.csv")
         assert items == [] and stream.unread is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Review round 2: a record is one row — no forged rows from multi-line cells, nested objects,
+# stray brackets or commas; arrays in .jsonl files; no record values echoed as column names.
+
+_ML_HEADER = "candidate_id,site,screening_start,birth_date,consent,medications\n"
+
+
+def test_a_quoted_multi_line_csv_row_is_one_record_and_forges_nothing() -> None:
+    text = (_ML_HEADER + "C1,S,2023-05-10,1957-05-11,signed,\n"
+            'C2,"Third Hospital\nChengdu",2023-05-10,1957-05-11,signed,\n'
+            'C3,S,2023-05-10,1957-05-11,signed,"[\nFORGED,S,2023-05-10,1957-05-11,signed,\n]"\n'
+            "C4,S,2023-05-10,1957-05-11,signed,\n")
+    items, stream = _items(text, "ml.csv")
+    assert [i.position for i in items] == ["line 2", "line 3", "line 5", "line 8"]
+    assert _good_ids(items) == ["C1", "C4"] and stream.unread is None
+    c2, c3 = _message(items[1]), _message(items[2])
+    assert "lines 3–4" in c2 and "site" in c2 and "Chengdu" not in c2
+    assert "medications" in c3 and "FORGED" not in c3
+    assert items[1].error is not None and items[1].error.candidate_id == "C2"
+
+
+def test_a_quote_closed_lines_later_with_the_right_cell_count_is_one_error_row_naming_the_span() -> None:
+    rows = [f"R{i},site A,2023-03-01" for i in range(30)]
+    rows[2] = 'R2,"site A,2023-03-01'
+    rows[6] = 'R6,site A",2023-03-01'  # closes R2's quote: one 5-line row of 3 cells
+    items, _ = _items("candidate_id,site,screening_start\n" + "\n".join(rows) + "\n", "x.csv")
+    assert len(items) == 26
+    [bad] = _errors(items)
+    assert bad.position == "line 4" and "lines 4–8" in _message(bad) and "site" in _message(bad)
+    assert "R3" not in _good_ids(items) and "R7" in _good_ids(items)
+
+
+def test_a_quote_closed_lines_later_with_a_wrong_cell_count_does_not_swallow_the_rows_between() -> None:
+    rows = [f"R{i},site A,2023-03-01" for i in range(30)]
+    rows[2] = 'R2,"site A,2023-03-01'
+    rows[6] = 'R6,site A"'  # closes R2's quote: a 5-line row of 2 cells, re-read line by line
+    items, _ = _items("candidate_id,site,screening_start\n" + "\n".join(rows) + "\n", "x.csv")
+    assert len(items) == 30
+    assert [i.position for i in _errors(items)] == ["line 4", "line 8"]
+    assert {"R3", "R4", "R5", "R7"} <= set(_good_ids(items))
+
+
+def _indent0_objects(bad: int | None, n: int = 5) -> str:
+    records = [dict(candidate_id=f"P-{i}", site="S", screening_start="2023-05-10", consent="signed",
+                    medications=[{"name": "a"}, {"name": "b"}]) for i in range(n)]
+    texts = [json.dumps(r, indent=0) for r in records]
+    if bad is not None:
+        texts[bad] = texts[bad].replace('"signed"', "signed", 1)
+    return "\n".join(texts) + "\n"
+
+
+def test_a_bad_object_among_indent_0_objects_is_one_row() -> None:
+    items, stream = _items(_indent0_objects(1), "objs0.json")
+    assert [i.position for i in items] == [f"record {n}" for n in range(1, 6)]
+    assert [i.position for i in _errors(items)] == ["record 2"]
+    assert _good_ids(items) == ["P-0", "P-2", "P-3", "P-4"] and stream.unread is None
+
+
+def test_a_bad_object_that_never_ends_says_the_rest_is_unread() -> None:
+    text = _indent0_objects(None, 6)
+    cut = text.index('"P-3"')
+    text = text[:cut] + text[cut:].replace("]\n}", "]\n", 1)  # P-3 never closes: everything after is in it
+    items, stream = _items(text, "objs0.json")
+    assert _good_ids(items) == ["P-0", "P-1", "P-2"]
+    assert [i.position for i in _errors(items)] == ["record 4"]
+    assert stream.unread is not None and "record 4" in stream.unread and "2 more records" in stream.unread
+
+
+def _elements(n: int) -> list[str]:
+    return [json.dumps(dict(candidate_id=f"P-{i}", site="S", screening_start="2023-05-10")) for i in range(n)]
+
+
+def test_stray_closers_inside_a_pretty_array_element_cost_one_row() -> None:
+    records = [dict(candidate_id=f"P-{i}", site="S", screening_start="2023-05-10") for i in range(30)]
+    text = json.dumps(records, indent=2).replace('"P-9",', '"P-9", "x": }}', 1)
+    items, stream = _items(text, "pp5.json")
+    assert [i.position for i in items] == [f"index {n}" for n in range(30)] and stream.unread is None
+    assert [i.position for i in _errors(items)] == ["index 9"]
+    assert _good_ids(items) == [f"P-{i}" for i in range(30) if i != 9]
+
+
+@pytest.mark.parametrize("layout", ["compact", "pretty"])
+def test_a_stray_closer_after_an_element_costs_that_element_only(layout: str) -> None:
+    e = _elements(3)
+    sep = ",\n  " if layout == "pretty" else ", "
+    items, stream = _items("[" + e[0] + "}" + sep + sep.join(e[1:]) + "]", "x.json")
+    assert [i.position for i in items] == ["index 0", "index 1", "index 2"] and stream.unread is None
+    assert [i.position for i in _errors(items)] == ["index 0"]
+    assert _good_ids(items) == ["P-1", "P-2"]
+
+
+@pytest.mark.parametrize("text", ["[{0},, {1}, {2}]", "[, {0}, {1}, {2}]", "[{0}, {1},,, {2},]"])
+def test_an_empty_array_slot_is_no_record_and_spoils_nothing(text: str) -> None:
+    e = _elements(3)
+    items, stream = _items(text.format(*e), "x.json")
+    assert [i.position for i in items] == ["index 0", "index 1", "index 2"] and stream.unread is None
+    assert not _errors(items) and _good_ids(items) == ["P-0", "P-1", "P-2"]
+
+
+def test_a_bad_element_ends_at_the_arrays_next_comma() -> None:
+    e = _elements(6)
+    e[1] = '{"candidate_id": "P-1", "x": ]], "site": "S"}}'
+    e[3] = "nonsense ] } :"
+    items, stream = _items("[" + ", ".join(e) + "]", "x.json")
+    assert [i.position for i in items] == [f"index {n}" for n in range(6)] and stream.unread is None
+    assert [i.position for i in _errors(items)] == ["index 1", "index 3"]
+
+
+def test_a_missing_comma_still_costs_only_the_element_after_it() -> None:
+    e = _elements(4)
+    items, _ = _items("[" + e[0] + ", " + e[1] + " " + e[2] + ", " + e[3] + "]", "x.json")
+    assert [i.position for i in _errors(items)] == ["index 2"] and len(items) == 4
+
+
+@pytest.mark.parametrize("name", ["x.jsonl", "x.ndjson", "X.JSONL"])
+@pytest.mark.parametrize("lead", ["", "\ufeff", "\n  "])
+def test_a_json_array_in_a_jsonl_named_file_is_read_as_an_array(name: str, lead: str) -> None:
+    from screening.io import detect_format
+
+    text = lead + json.dumps([json.loads(x) for x in _elements(4)], indent=2)
+    assert detect_format(name, text) == "json"
+    assert detect_format(name, lead + _elements(1)[0]) == "jsonl"
+    items, stream = _items(text.encode(), name)
+    assert _good_ids(items) == ["P-0", "P-1", "P-2", "P-3"] and stream.unread is None
+
+
+def test_a_json_array_in_a_jsonl_file_is_not_sharded_to_workers(tmp_path: Any) -> None:
+    from screening.scale import shardable
+
+    path = tmp_path / "x.jsonl"
+    path.write_text("[" + ", ".join(_elements(3)) + "]")
+    assert not shardable(str(path), None)
+    path.write_text("\n".join(_elements(3)))
+    assert shardable(str(path), None)
+
+
+def test_a_long_line_that_is_not_an_object_is_not_decoded_to_choose_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    long_array = "[" + ", ".join(_elements(3000)) + "]"
+    assert len(long_array) > 1 << 17
+    calls: list[int] = []
+    original = json.loads
+
+    def counting(s: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(s))
+        return original(s, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", counting)
+    items = list(read_jsonl_lines([long_array + "\n", '"' + "x" * 200_000 + '"\n', "[1, 2]\n"]))
+    assert [i.position for i in items] == ["line 1", "line 2", "line 3"]
+    assert "array" in _message(items[0]) and "not a JSON object" in _message(items[1])
+    assert "array" in _message(items[2])
+    assert all(size <= 1 << 16 for size in calls)
+
+
+def _header_error(text: str) -> str:
+    from screening.errors import InputFormatError
+
+    with pytest.raises(InputFormatError) as exc:
+        _items(text, None, "csv")
+    return str(exc.value)
+
+
+def test_a_headerless_csv_does_not_echo_record_values_as_column_names() -> None:
+    message = _header_error("NC-0001,Third Hospital,2023-05-10,1957-05-11,signed\n")
+    for value in ("NC-0001", "Third Hospital", "2023-05-10", "1957-05-11"):
+        assert value not in message
+    assert "no header row" in message and "candidate_id" in message and len(message) < 400
+
+
+def test_a_column_name_that_is_not_a_field_path_is_not_shown() -> None:
+    message = _header_error("candidate_id,site," + "x" * 5000 + ",Ab Cd\nA,B,C,D\n")
+    assert "x" * 41 not in message and "Ab Cd" not in message and len(message) < 400
+    assert message.count("a column whose name is not shown") == 2
+    assert "no header row" not in message
+
+
+def test_a_misspelt_field_path_column_is_still_named_with_a_suggestion() -> None:
+    message = _header_error("candidate_id,sitee,screening_start\nA,B,2023-03-01\n")
+    assert "'sitee'" in message and "did you mean 'site'" in message
+    long_path = "a" * 41
+    assert long_path not in _header_error(f"candidate_id,site,{long_path}\nA,B,C\n")
+
+
+def test_repeated_columns_are_named_only_when_they_look_like_field_paths() -> None:
+    message = _header_error("candidate_id,site,site\nA,B,C\n")
+    assert "'site'" in message
+    secret = "Jane Doe 1957-05-11"
+    assert secret not in _header_error(f"candidate_id,{secret},{secret}\nA,B,C\n")
