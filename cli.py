@@ -67,6 +67,10 @@ def _load(rules_spec: str) -> screening.Ruleset:
         raise _failure(exc) from None
 
 
+#: handled like SIGINT: the run stops, a -o file is left as it was, exit 130
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -86,7 +90,7 @@ class _Main(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+        previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS} if in_main else {}
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
@@ -96,8 +100,8 @@ class _Main(click.Group):
             _quiet_stdout()
             raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,6 +112,20 @@ def main() -> None:
     Every decision says eligible, excluded or undetermined, why (criterion by criterion), what to
     ask next, and in which CONSORT box the candidate lands.
     """
+
+
+@contextmanager
+def _open_input(path: str) -> Iterator[IO[bytes]]:
+    """The input as a binary stream (``-``: standard input); a path that cannot be read is exit 1."""
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        stream = open(path, "rb")
+    except OSError as exc:
+        raise Failure(visible(f"cannot read the input {path}: {exc.strerror or exc}")) from None
+    with stream:
+        yield stream
 
 
 @contextmanager
@@ -123,7 +141,7 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
 
 
 @main.command()
-@click.argument("source", type=click.File("rb"), metavar="PATH|-")
+@click.argument("source", metavar="PATH|-")
 @rules_option
 @click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default="text", show_default=True,
               help="text: an explanation for a screener; json / jsonl / csv: one row per record.")
@@ -148,7 +166,7 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
                    "them as formulas. Turn off for machine readers that want the exact text.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
-def screen(source: IO[bytes], rules_spec: str, fmt: str, input_format: str | None, output: str,
+def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, output: str,
            include_record: bool, compare_spec: str | None, check_duplicates: bool, workers: int,
            csv_formula_guard: bool, progress: bool | None) -> None:
     """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
@@ -164,13 +182,13 @@ def screen(source: IO[bytes], rules_spec: str, fmt: str, input_format: str | Non
     """
     ruleset = _load(rules_spec)
     other = _load(compare_spec) if compare_spec else None
-    name = getattr(source, "name", None)
-    name = None if not isinstance(name, str) or name in ("-", "<stdin>") else name
+    name = None if source == "-" else source
     show = sys.stderr.isatty() if progress is None else progress
     try:
-        with _progress_bar(show) as bar, open_output(output, input_path=name or "-") as out:
+        with _open_input(source) as stream, _progress_bar(show) as bar, \
+                open_output(output, input_path=source) as out:
             writer = RowWriter(out, fmt, ruleset, csv_formula_guard=csv_formula_guard)
-            result = screen_batch(source, writer, ruleset, input_format=input_format, name=name, workers=workers,
+            result = screen_batch(stream, writer, ruleset, input_format=input_format, name=name, workers=workers,
                                   include_record=include_record, compare_with=other,
                                   check_duplicates=check_duplicates, progress=bar)
     except screening.ScreeningError as exc:
@@ -183,13 +201,13 @@ def screen(source: IO[bytes], rules_spec: str, fmt: str, input_format: str | Non
 
 
 @main.command()
-@click.argument("decisions", type=click.File("rb"), metavar="DECISIONS|-")
+@click.argument("decisions", metavar="DECISIONS|-")
 @click.option("--rules", "rules_spec", default=None, metavar="NAME|PATH",
               help="Criteria set the decisions were made with (default: the one stamped on them).")
 @click.option("--expect", default=None, metavar="NAME|PATH",
               help="Compare with an expected flow (figure1: the paper's Figure 1); exit 1 on any difference.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def audit(decisions: IO[bytes], rules_spec: str | None, expect: str | None, fmt: str) -> None:
+def audit(decisions: str, rules_spec: str | None, expect: str | None, fmt: str) -> None:
     """Count decisions into the CONSORT enrollment boxes and check the arithmetic.
 
     Reads `nlc-screen screen` output (JSON Lines or a JSON array). Exits 1 when the arithmetic does
@@ -200,16 +218,16 @@ def audit(decisions: IO[bytes], rules_spec: str | None, expect: str | None, fmt:
         nlc-screen audit decisions.jsonl --expect figure1
     """
     try:
-        name = getattr(decisions, "name", None)
-        rows = audit_mod.read_rows(decisions, name=name if isinstance(name, str) else "input")
-        first = next(rows, None)
-        if rules_spec is None:  # the set stamped on the first row
-            stamp = (first or {}).get("ruleset")
-            rules_spec = f"{stamp['name']}@{stamp['version']}" if stamp else "paper-2024"
-        ruleset = _load(rules_spec)
-        expected = audit_mod.load_expectation(expect, ruleset) if expect else None
-        counts = audit_mod.count(itertools.chain([first] if first else [], rows), ruleset)
-        diffs = audit_mod.compare(counts, expected) if expected else []
+        with _open_input(decisions) as stream:
+            rows = audit_mod.read_rows(stream, name="input" if decisions == "-" else decisions)
+            first = next(rows, None)
+            if rules_spec is None:  # the set stamped on the first row
+                stamp = (first or {}).get("ruleset")
+                rules_spec = f"{stamp['name']}@{stamp['version']}" if stamp else "paper-2024"
+            ruleset = _load(rules_spec)
+            expected = audit_mod.load_expectation(expect, ruleset) if expect else None
+            counts = audit_mod.count(itertools.chain([first] if first else [], rows), ruleset)
+            diffs = audit_mod.compare(counts, expected) if expected else []
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
     if fmt == "json":

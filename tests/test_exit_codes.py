@@ -51,6 +51,9 @@ def test_0_every_record_screened() -> None:
      b'{"candidate_id":"C","screening_start":"2023-03-01"}]', ["screen", "-"], b"could not be read: about 1 more"),
     (b"{}", ["screen", "-", "--rules", "no-such-set"], b"no criteria set named"),
     (b"", ["audit", "-"], b"no decision rows"),
+    (b"", ["screen", "/no/such/file.jsonl"], b"cannot read the input /no/such/file.jsonl"),
+    (b"", ["screen", "/tmp"], b"cannot read the input /tmp"),
+    (b"", ["audit", "/no/such/decisions.jsonl"], b"cannot read the input"),
 ])
 def test_1_unreadable_or_empty_input_or_rules(stdin: bytes, args: list[str], message: bytes) -> None:
     done = run(*args, stdin=stdin)
@@ -91,12 +94,16 @@ def test_4_output_cannot_be_written(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_130_interrupted(big: Path, tmp_path: Path, sig: signal.Signals) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_130_interrupted(big: Path, tmp_path: Path, sig: signal.Signals, workers: str) -> None:
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen([NLC, "screen", str(big), "--format", "jsonl", "-o", str(out)],
+    proc = subprocess.Popen([NLC, "screen", str(big), "--format", "jsonl", "-o", str(out), "--workers", workers],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(1.5)  # past start-up, into the screening
+    deadline = time.monotonic() + 30  # wait until the run is writing (its temporary file exists)
+    while not [p for p in os.listdir(tmp_path) if p.endswith(".part")] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == errors.EXIT_INTERRUPTED, err
