@@ -35,6 +35,7 @@ from typing import IO, Any, NamedTuple
 import yaml
 
 from .errors import InputFormatError, RuleDefinitionError, did_you_mean
+from .output import visible
 from .protocol import STATUSES, Ruleset, available_packs
 from .screen import DuplicateCheck
 
@@ -459,7 +460,8 @@ def compare(counts: ConsortCounts, expected: dict[str, Any]) -> list[tuple[str, 
 
 
 def render(counts: ConsortCounts, expected: dict[str, Any] | None = None) -> str:
-    """The audit as a plain-text report."""
+    """The audit as a plain-text report: one line per box, control characters in any label, title or
+    stamp escaped visibly (:func:`screening.output.visible`)."""
     cons = counts.ruleset.consort
     labels = cons.get("labels", {})
     flat = counts.flat()
@@ -512,4 +514,6 @@ def render(counts: ConsortCounts, expected: dict[str, Any] | None = None) -> str
                 out.append(f"  {box}: expected {w}, got {h}")
         else:
             out.append(f"Compared with {title}: all {len(want)} counts match")
-    return "\n".join(out) + "\n"
+    # Labels, titles and stamps come from files anyone can write: a line break in a label must not
+    # forge a line of the report, an escape must not reach the terminal (the loader refuses both too).
+    return "\n".join(visible(line) for line in out) + "\n"

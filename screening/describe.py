@@ -6,6 +6,7 @@ import textwrap
 from typing import Any
 
 from .decision import describe_parameters
+from .output import visible
 from .protocol import Condition, Ruleset
 
 _OPS = {"eq": "=", "ne": "≠", "lt": "<", "le": "≤", "gt": ">", "ge": "≥", "in": "in", "not_in": "not in"}
@@ -41,6 +42,8 @@ def ruleset_json(ruleset: Ruleset) -> dict[str, Any]:
 
 
 def ruleset_table(ruleset: Ruleset) -> str:
+    """The set as the text table `nlc-screen rules` prints: one line per criterion and rule, every text
+    from the set passed through :func:`screening.output.visible`."""
     p = describe_parameters(ruleset)
     out = [f"{ruleset.name} {ruleset.version} — {ruleset.title}",
            f"sha256 {ruleset.sha256}",
@@ -49,9 +52,11 @@ def ruleset_table(ruleset: Ruleset) -> str:
     for c in ruleset.ordered:
         box = c.category + (f" / {c.subcategory}" if c.subcategory else "")
         out.append(f"{c.id:<4} {c.title}  [{c.kind}; {box}; {', '.join(c.sources)}]")
-        out.extend(textwrap.wrap(f"protocol: {c.protocol_text}", 100, initial_indent="     ", subsequent_indent="       "))
+        out.extend(textwrap.wrap(f"protocol: {visible(c.protocol_text)}", 100, initial_indent="     ", subsequent_indent="       "))
         for r in c.rules:
             out.extend(textwrap.wrap(f"{r.status:<8} when {condition_text(r.when)}", 100,
                                      initial_indent="     ", subsequent_indent="                "))
         out.append(f"     {c.default.status:<8} otherwise")
-    return "\n".join(out) + "\n"
+    # Titles and texts come from a rules file: escape control characters visibly, so that none can
+    # forge a line or drive the terminal (the loader refuses them too; this is defence in depth).
+    return "\n".join(visible(line) for line in out) + "\n"
