@@ -15,10 +15,22 @@ What is refused before validation (a rules file may come from anyone, through ``
   :data:`MAX_RULES_FILE_BYTES` (1 MiB): opened non-blocking, checked, read with a bounded read;
 * YAML aliases (``*name``, the "billion laughs"), merge keys (``<<``), a duplicate key in any
   mapping (named with its line), a key that is not a plain scalar, nesting deeper than
-  :data:`MAX_YAML_DEPTH` (see :func:`parse_yaml`).
+  :data:`MAX_YAML_DEPTH` (see :func:`parse_yaml`);
+* control characters in any key or text: C0 and C1 controls, DEL, the bidi controls (U+202A–202E,
+  U+2066–2069, LRM, RLM, ALM) and the line and paragraph separators; a line break only in the prose
+  fields ``description`` and ``note``. A title, label or reason is printed on one line: a line break
+  would forge a line of a report, an escape would drive the terminal. Also values that YAML tags
+  make (``!!binary``, ``!!set``, …).
 
 What validation adds to the per-field checks:
 
+* the type of every field before it is used: a text where a text belongs, a list of names where a
+  list belongs (``categories: 5`` or ``ask: [[birth_date]]`` is an error naming the field, not a
+  traceback);
+* template expansion measured before anything is built: each expanded text at most
+  :data:`MAX_TEMPLATE_TEXT` characters, all of a set's expansions at most
+  :data:`MAX_TEMPLATE_TOTAL_CHARS` characters and :data:`MAX_TEMPLATE_TOTAL_VALUES` values; a ``$``
+  that starts no variable, and two keys that expand alike, are refused;
 * whole-number parameters within :data:`PARAMETER_BOUNDS` — ``min_age_years`` 0 … 130,
   ``diary_window_nights`` 1 … 366, ``min_episodes`` 0 … 1000, ``enrollment_offset_days`` 1 … 3660
   and at least ``diary_window_nights`` (randomisation follows the diary), ``lookback_months``
@@ -673,12 +685,48 @@ def _has_cjk(text: str) -> bool:
     return any("\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in text)
 
 
+#: Refused in every text of a rules file, keys included: C0 and C1 controls, DEL, the invisible
+#: bidirectional controls (ALM, LRM, RLM, LRE … RLO, LRI … PDI) and the line and paragraph
+#: separators. A title, label or reason is printed on one line of a report or a terminal: a newline
+#: would forge a line, ESC/OSC/BEL would drive the terminal, an override would reorder what is read.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: The same, but allowing the line break: for :data:`_MULTILINE_FIELDS`.
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: Prose that may run over several lines (a folded ``>`` block ends with a line break).
+_MULTILINE_FIELDS = frozenset({"description", "note"})
+#: The values a YAML file may hold (no !!binary, !!set, !!omap, …).
+_PLAIN_TYPES = (str, bool, int, float, dt.date)
+_CID_RE = re.compile(r"^[IE][0-9]+$")
+#: CONSORT boxes (categories and subcategories), drug classes and site lists.
+_BOX_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: The longest text one template expansion may produce (the longest shipped is under 300 characters).
+MAX_TEMPLATE_TEXT = 64 * 1024
+#: What all the template expansions of a set may produce together: characters, and values (each
+#: text, number, list and mapping). The shipped sets use under 1 % of either.
+MAX_TEMPLATE_TOTAL_CHARS = 4 << 20
+MAX_TEMPLATE_TOTAL_VALUES = 200_000
+
+
+def _short(key: Any) -> str:
+    """A key as shown in a field path: at most 40 characters."""
+    text = str(key)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _suggest(word: Any, choices: Any) -> str:
+    """:func:`did_you_mean` for any value and choices (only text is compared, and only its start)."""
+    return did_you_mean(str(word)[:60], [c for c in choices if isinstance(c, str)])
+
+
 class _Loader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.file = self._display(path)
         self.blobs: list[tuple[str, bytes]] = []
         self.stamps: list[tuple[str, int, int, int]] = []
+        self.expanded_chars = 0
+        self.expanded_values = 0
 
     @staticmethod
     def _display(path: Path) -> str:
@@ -706,17 +754,79 @@ class _Loader:
             raise self.fail(f"not valid YAML: {exc}", file=display) from None
         if not isinstance(data, dict):
             raise self.fail("must be a mapping at the top level", file=display)
+        self._check_texts(data, display)
         return data
+
+    def _check_texts(self, data: dict[str, Any], display: str) -> None:
+        """Refuse control characters in any key or text (a line break only in :data:`_MULTILINE_FIELDS`),
+        and values of a type YAML tags make (``!!binary``, ``!!set``, …); named by criterion and field."""
+        stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+        while stack:
+            node, at = stack.pop()
+            if isinstance(node, dict):
+                for key in node:
+                    found = _CONTROL.search(key) if isinstance(key, str) else None
+                    if found:
+                        raise self._text_fail(data, at, display, f"a key contains a control character "
+                                              f"(U+{ord(found.group()):04X}); keys are plain words")
+                stack.extend((value, at + (key,)) for key, value in reversed(node.items()))
+            elif isinstance(node, list):
+                stack.extend((value, at + (i,)) for i, value in reversed(list(enumerate(node))))
+            elif isinstance(node, str):
+                multiline = bool(at) and at[-1] in _MULTILINE_FIELDS
+                found = (_CONTROL_BUT_NEWLINE if multiline else _CONTROL).search(node)
+                if found:
+                    allowed = ("only a line break is allowed in this text" if multiline else
+                               "a one-line text cannot hold line breaks, tabs, terminal escapes or bidi controls")
+                    raise self._text_fail(data, at, display, f"contains a control character "
+                                          f"(U+{ord(found.group()):04X}); {allowed}")
+            elif node is not None and not isinstance(node, _PLAIN_TYPES):
+                raise self._text_fail(data, at, display, f"a YAML {type(node).__name__} value (a !! tag) is not "
+                                      f"allowed in rules files; write text, a number, a list or a mapping")
+
+    def _text_fail(self, data: dict[str, Any], at: tuple[Any, ...], display: str, message: str) -> RuleDefinitionError:
+        criterion = None
+        if len(at) >= 2 and at[0] == "criteria" and isinstance(at[1], int) and display == self.file:
+            raw = data["criteria"][at[1]]
+            cid = raw.get("id") if isinstance(raw, dict) else None
+            if isinstance(cid, str) and _CID_RE.match(cid) and at[2:] != ("id",):
+                criterion, at = cid, at[2:]
+        parts = [f"[{key}]" if isinstance(key, int) and not isinstance(key, bool) else f".{_short(key)}" for key in at]
+        return self.fail(message, criterion=criterion, field="".join(parts).lstrip(".") or None, file=display)
 
     def _keys(self, data: dict[str, Any], required: set[str], optional: set[str], *,
               where: str, criterion: str | None = None, file: str | None = None) -> None:
         for key in data:
             if key not in required | optional:
-                raise self.fail(f"unknown field {key!r}{did_you_mean(str(key), required | optional)}",
-                                criterion=criterion, field=where + str(key) if where else str(key), file=file)
+                raise self.fail(f"unknown field {_show(key)}{_suggest(key, required | optional)}",
+                                criterion=criterion, field=where + _short(key) if where else _short(key), file=file)
         for key in sorted(required - set(data)):
             raise self.fail("required field is missing", criterion=criterion,
                             field=where + key if where else key, file=file)
+
+    def _text(self, value: Any, *, field: str, criterion: str | None = None, file: str | None = None,
+              empty: bool = False) -> str:
+        """``value`` if it is text (non-blank unless ``empty``)."""
+        if not isinstance(value, str) or not (empty or value.strip()):
+            raise self.fail("must be text" if empty else "must be text, not blank", criterion=criterion,
+                            field=field, file=file)
+        return value
+
+    def _names(self, value: Any, *, field: str, what: str, criterion: str | None = None, file: str | None = None,
+               pattern: re.Pattern[str] | None = None, empty: bool = False) -> list[str]:
+        """``value`` if it is a list of distinct names (non-empty unless ``empty``)."""
+        if not isinstance(value, list) or not (empty or value):
+            raise self.fail(f"must be a {'' if empty else 'non-empty '}list of {what}", criterion=criterion,
+                            field=field, file=file)
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip() or (pattern is not None and not pattern.match(item)):
+                raise self.fail(f"must be a list of {what} (item {i} is not)", criterion=criterion, field=field,
+                                file=file)
+            if item in seen:
+                raise self.fail(f"{_show(item)} is listed twice", criterion=criterion, field=field, file=file)
+            seen.add(item)
+        return value
 
     # -- the set --------------------------------------------------------------------------------
 
@@ -729,19 +839,32 @@ class _Loader:
             raise self.fail("must be a lower-case name such as 'paper-2024'", field="name")
         if not isinstance(version, str) or not _VERSION_RE.match(version):
             raise self.fail("must be a quoted version string such as \"1.0.0\"", field="version")
+        title = self._text(data.get("title", name), field="title")
+        description = self._text(data.get("description", ""), field="description", empty=True)
         params = self._parameters(data["parameters"])
         sources = data["sources"]
-        if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+        if not isinstance(sources, dict):
             raise self.fail("must map source tags to citations", field="sources")
-        drug_classes, site_lists, condition_codes = self._value_sets(data.get("value_sets") or {})
+        for tag, citation in sources.items():
+            if not isinstance(tag, str) or not tag.strip():
+                raise self.fail("a source tag is a word such as methods_2024", field="sources")
+            self._text(citation, field=f"sources.{_short(tag)}")
+        self.field_paths = set(field_paths())
+        value_sets = data.get("value_sets")
+        drug_classes, site_lists, condition_codes = self._value_sets({} if value_sets is None else value_sets)
         consort = self._consort(data["consort"])
         self.fact_types = catalogue.fact_types(tuple(drug_classes), tuple(site_lists))
         self.context = catalogue.context_names(tuple(drug_classes), tuple(site_lists)) | set(params)
         self.params = params
-        self.field_paths = set(field_paths())
-        templates = data.get("templates") or {}
+        templates = data.get("templates")
+        templates = {} if templates is None else templates
         if not isinstance(templates, dict):
             raise self.fail("must be a mapping of template name to template", field="templates")
+        for tname, template in templates.items():
+            if not isinstance(tname, str) or not _BOX_RE.match(tname):
+                raise self.fail("template names are lower_case_with_underscores", field="templates")
+            if not isinstance(template, dict):
+                raise self.fail("must be a mapping {ask, default, rules}", field=f"templates.{tname}")
         criteria: dict[str, Criterion] = {}
         raw_criteria = data["criteria"]
         if not isinstance(raw_criteria, list) or not raw_criteria:
@@ -752,9 +875,11 @@ class _Loader:
                 raise self.fail("criterion id used twice", criterion=crit.id, field="id")
             criteria[crit.id] = crit
         precedence = data["precedence"]
-        if not isinstance(precedence, list) or sorted(precedence) != sorted(criteria) or len(set(precedence)) != len(precedence):
-            missing = sorted(set(criteria) - set(precedence or []))
-            extra = sorted(set(precedence or []) - set(criteria))
+        if not isinstance(precedence, list) or not all(isinstance(cid, str) for cid in precedence):
+            raise self.fail("must be a list of criterion ids such as [I1, E1, …]", field="precedence")
+        if sorted(precedence) != sorted(criteria) or len(set(precedence)) != len(precedence):
+            missing = sorted(set(criteria) - set(precedence))
+            extra = sorted(_show(cid) for cid in set(precedence) - set(criteria))
             raise self.fail(f"must list every criterion exactly once (missing: {missing or 'none'}, "
                             f"unknown: {extra or 'none'})", field="precedence")
         self._decision_needs(criteria, consort)
@@ -767,7 +892,7 @@ class _Loader:
             digest.update(display.split("/")[-1].encode() + b"\0" + raw + b"\0")
         return Ruleset(
             name=name, version=version, sha256=digest.hexdigest(),
-            title=str(data.get("title", name)), description=str(data.get("description", "")).strip(),
+            title=title, description=description.strip(),
             path=self.file, parameters=params, precedence=tuple(precedence), criteria=criteria,
             sources=dict(sources), consort=consort, drug_classes=drug_classes, site_lists=site_lists,
             files=tuple(d for d, _ in self.blobs), condition_codes=condition_codes,
@@ -787,7 +912,7 @@ class _Loader:
         dates = ("study_window_start", "study_window_end")
         self._keys(params, set(choices) | set(ints), set(dates), where="parameters.")
         for key, allowed in choices.items():
-            if params[key] not in allowed:
+            if not isinstance(params[key], str) or params[key] not in allowed:
                 hint = ""
                 if key == "attribution_mode" and params[key] == "investigator":
                     hint = " ('investigator' needs a per-condition attribution field that record v1 lacks)"
@@ -802,8 +927,11 @@ class _Loader:
         out = dict(params)
         for key in dates:
             if key in params:
+                value = params[key]
                 try:
-                    out[key] = dt.date.fromisoformat(str(params[key]))
+                    if isinstance(value, dt.datetime) or not isinstance(value, (str, dt.date)):
+                        raise ValueError(key)
+                    out[key] = value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
                 except ValueError:
                     raise self.fail("must be a date YYYY-MM-DD", field=f"parameters.{key}") from None
         for key, other in zip(dates, reversed(dates)):
@@ -813,7 +941,6 @@ class _Loader:
         if "study_window_start" in out and out["study_window_start"] > out["study_window_end"]:
             raise self.fail("must not be before parameters.study_window_start", field="parameters.study_window_end")
         return out
-
     def _decision_needs(self, criteria: dict[str, Criterion], consort: dict[str, Any]) -> None:
         """What screening.decision needs to put every candidate in the right CONSORT box.
 
@@ -864,19 +991,40 @@ class _Loader:
                                 f"(test {{consent: {{in: [...]}}}} alone, or inside any:); such candidates would "
                                 f"be counted as randomized", criterion=procedural[0].id, field="rules")
 
+
     def _consort(self, consort: Any) -> dict[str, Any]:
         if not isinstance(consort, dict):
             raise self.fail("must be a mapping", field="consort")
         self._keys(consort, {"categories", "subcategories", "eligible", "eligible_pending", "undetermined"},
                    {"labels"}, where="consort.")
-        cats = consort["categories"]
+        cats = self._names(consort["categories"], field="consort.categories", pattern=_BOX_RE,
+                           what="box names written lower_case_with_underscores, such as [not_meeting_inclusion, …]")
         for key in ("eligible", "eligible_pending", "undetermined"):
-            if consort[key] not in cats:
-                raise self.fail(f"must be one of consort.categories{did_you_mean(str(consort[key]), cats)}",
+            if not isinstance(consort[key], str) or consort[key] not in cats:
+                raise self.fail(f"must be one of consort.categories{_suggest(consort[key], cats)}",
                                 field=f"consort.{key}")
-        for cat in consort["subcategories"]:
-            if cat not in cats:
-                raise self.fail(f"unknown category {cat!r}{did_you_mean(cat, cats)}", field="consort.subcategories")
+        subcategories = consort["subcategories"]
+        if not isinstance(subcategories, dict):
+            raise self.fail("must map a category to the list of its subcategories", field="consort.subcategories")
+        boxes = set(cats)
+        for cat, subs in subcategories.items():
+            if not isinstance(cat, str) or cat not in cats:
+                raise self.fail(f"unknown category {_show(cat)}{_suggest(cat, cats)}", field="consort.subcategories")
+            where = f"consort.subcategories.{cat}"
+            for sub in self._names(subs, field=where, pattern=_BOX_RE,
+                                   what="subcategory names written lower_case_with_underscores"):
+                if sub in boxes:
+                    raise self.fail(f"{sub!r} is already the name of a category or subcategory; every box needs a "
+                                    f"name of its own (labels and counts are looked up by name)", field=where)
+                boxes.add(sub)
+        labels = consort.get("labels", {})
+        if not isinstance(labels, dict):
+            raise self.fail("must map a category or subcategory to its label", field="consort.labels")
+        for box, label in labels.items():
+            if not isinstance(box, str) or box not in boxes:
+                raise self.fail(f"not a category or subcategory{_suggest(box, boxes)}",
+                                field=f"consort.labels.{_short(box)}")
+            self._text(label, field=f"consort.labels.{box}")
         return consort
 
     # -- value sets -----------------------------------------------------------------------------
@@ -907,14 +1055,29 @@ class _Loader:
         display = self._display(path)
         data = self._read_yaml(path, display, field=f"value_sets.{kind}")
         self._keys(data, {"name", "version", body}, {"description"} | set(optional), where="", file=display)
-        return [(str(name), raw, display) for name, raw in (data[body] or {}).items()]
+        for key in ("name", "version"):
+            self._text(data[key], field=key, file=display)
+        self._text(data.get("description", ""), field="description", file=display, empty=True)
+        for key in optional:
+            if not isinstance(data.get(key, {}), dict):
+                raise self.fail("must be a mapping", field=key, file=display)
+        entries = data[body]
+        entries = {} if entries is None else entries
+        if not isinstance(entries, dict):
+            raise self.fail("must map each name to its entry", field=body, file=display)
+        for name in entries:
+            if not isinstance(name, str) or not _BOX_RE.match(name):
+                raise self.fail("names are lower_case_with_underscores", field=f"{body}.{_short(name)}", file=display)
+        return [(name, raw, display) for name, raw in entries.items()]
 
     def _site_list(self, name: str, raw: Any, display: str) -> SiteList:
         if not isinstance(raw, dict):
             raise self.fail("must be a mapping", field=f"sites.{name}", file=display)
         self._keys(raw, {"names"}, {"title", "spec"}, where=f"sites.{name}.", file=display)
+        title = self._text(raw.get("title", name), field=f"sites.{name}.title", file=display)
+        self._text(raw.get("spec", ""), field=f"sites.{name}.spec", file=display, empty=True)
         latin, cjk = self._terms(raw["names"], f"sites.{name}.names", display)
-        return SiteList(name, str(raw.get("title", name)), latin, cjk)
+        return SiteList(name, title, latin, cjk)
 
     def _condition_codes(self, key: str, entry: Any, display: str) -> dict[str, Any]:
         where = f"conditions.{key}"
@@ -922,12 +1085,19 @@ class _Loader:
             raise self.fail("must be a mapping", field=where, file=display)
         self._keys(entry, {"record_field"}, {"criterion", "note", "snomed", "icd10", "procedures", "not_evidence"},
                    where=where + ".", file=display)
-        paths = set(field_paths())
-        if entry["record_field"] not in paths:
-            raise self.fail(f"unknown record field {entry['record_field']!r}{did_you_mean(str(entry['record_field']), paths)}",
+        record_field = entry["record_field"]
+        if not isinstance(record_field, str) or record_field not in self.field_paths:
+            raise self.fail(f"unknown record field {_show(record_field)}{_suggest(record_field, self.field_paths)}",
                             field=f"{where}.record_field", file=display)
+        for text in ("criterion", "note"):
+            self._text(entry.get(text, ""), field=f"{where}.{text}", file=display, empty=True)
         for group in ("snomed", "icd10", "procedures", "not_evidence"):
-            for i, code in enumerate(entry.get(group) or []):
+            codes = entry.get(group)
+            if codes is None:
+                continue
+            if not isinstance(codes, list):
+                raise self.fail("must be a list of codes", field=f"{where}.{group}", file=display)
+            for i, code in enumerate(codes):
                 at = f"{where}.{group}[{i}]"
                 if not isinstance(code, dict) or not isinstance(code.get("code"), str) or not code["code"].strip():
                     raise self.fail("each code is {code: \"…\", display: …} with the code as a string", field=at, file=display)
@@ -948,28 +1118,39 @@ class _Loader:
             raise self.fail("a term has no letters or digits", field=where, file=display)
         return latin, cjk
 
+    def _codes(self, raw: dict[str, Any], key: str, where: str, display: str) -> list[str]:
+        """A list of codes written as text (none when absent)."""
+        codes = raw.get(key)
+        if codes is None:
+            return []
+        if not isinstance(codes, list) or not all(isinstance(code, str) for code in codes):
+            raise self.fail('must be a list of codes written as text, such as ["C03CA01"] or ["4603"]',
+                            field=f"{where}.{key}", file=display)
+        return codes
+
     def _drug_class(self, cname: str, raw: Any, display: str) -> DrugClass:
         where = f"classes.{cname}"
-        if not re.match(r"^[a-z][a-z0-9_]*$", str(cname)):
-            raise self.fail("class names are lower_case_with_underscores", field=where, file=display)
         if not isinstance(raw, dict):
             raise self.fail("must be a mapping", field=where, file=display)
         self._keys(raw, {"names"}, {"title", "spec", "atc", "atc_exclude", "rxnorm", "names_exclude", "description"},
                    where=where + ".", file=display)
-        atc = [str(a).upper() for a in raw.get("atc") or []]
-        atc_ex = [str(a).upper() for a in raw.get("atc_exclude") or []]
-        for code in atc + atc_ex:
-            if not re.match(r"^[A-Z][0-9]{2}([A-Z]([A-Z]([0-9]{2})?)?)?$", code):
-                raise self.fail(f"{code!r} is not an ATC code or prefix", field=f"{where}.atc", file=display)
-        rx = [str(r) for r in raw.get("rxnorm") or []]
+        title = self._text(raw.get("title", cname), field=f"{where}.title", file=display)
+        for text in ("spec", "description"):
+            self._text(raw.get(text, ""), field=f"{where}.{text}", file=display, empty=True)
+        atc = [a.upper() for a in self._codes(raw, "atc", where, display)]
+        atc_ex = [a.upper() for a in self._codes(raw, "atc_exclude", where, display)]
+        for key, codes in (("atc", atc), ("atc_exclude", atc_ex)):
+            for code in codes:
+                if not re.match(r"^[A-Z][0-9]{2}([A-Z]([A-Z]([0-9]{2})?)?)?$", code):
+                    raise self.fail(f"{_show(code)} is not an ATC code or prefix", field=f"{where}.{key}", file=display)
+        rx = self._codes(raw, "rxnorm", where, display)
         for code in rx:
-            if not code.isdigit():
-                raise self.fail(f"{code!r} is not an RxCUI (digits)", field=f"{where}.rxnorm", file=display)
+            if not (code.isascii() and code.isdigit()):
+                raise self.fail(f"{_show(code)} is not an RxCUI (digits)", field=f"{where}.rxnorm", file=display)
         latin, cjk = self._terms(raw["names"], f"{where}.names", display)
-        excl, _ = self._terms(raw.get("names_exclude") or ["-"], f"{where}.names_exclude", display) \
-            if raw.get("names_exclude") else ((), ())
-        return DrugClass(cname, str(raw.get("title", cname)), tuple(atc), tuple(atc_ex), frozenset(rx),
-                         latin, cjk, excl)
+        excl, _ = self._terms(raw["names_exclude"], f"{where}.names_exclude", display) \
+            if raw.get("names_exclude") is not None and raw.get("names_exclude") != [] else ((), ())
+        return DrugClass(cname, title, tuple(atc), tuple(atc_ex), frozenset(rx), latin, cjk, excl)
 
     # -- criteria -------------------------------------------------------------------------------
 
@@ -977,29 +1158,33 @@ class _Loader:
                    consort: dict[str, Any]) -> Criterion:
         if not isinstance(raw, dict):
             raise self.fail("must be a mapping", field=f"criteria[{index}]")
-        cid = str(raw.get("id", f"criteria[{index}]"))
+        given = raw.get("id")
+        cid = given if isinstance(given, str) and _CID_RE.match(given) else f"criteria[{index}]"
         required = {"id", "kind", "title", "protocol_text", "sources", "spec", "category"}
         optional = {"subcategory", "ask", "default", "rules", "template", "extra_rules"}
         self._keys(raw, required, optional, where="", criterion=cid)
-        if not re.match(r"^[IE][0-9]+$", cid):
+        if cid != given:
             raise self.fail("ids look like I1 or E12", criterion=cid, field="id")
         kind = raw["kind"]
-        if kind not in KINDS:
-            raise self.fail(f"must be one of {', '.join(KINDS)}{did_you_mean(str(kind), KINDS)}", criterion=cid, field="kind")
-        for tag in raw["sources"] or []:
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise self.fail(f"must be one of {', '.join(KINDS)}{_suggest(kind, KINDS)}", criterion=cid, field="kind")
+        title = self._text(raw["title"], criterion=cid, field="title")
+        protocol_text = self._text(raw["protocol_text"], criterion=cid, field="protocol_text")
+        spec = self._text(raw["spec"], criterion=cid, field="spec")
+        tags = self._names(raw["sources"], criterion=cid, field="sources", what="source tags")
+        for tag in tags:
             if tag not in sources:
-                raise self.fail(f"unknown source tag {tag!r}{did_you_mean(str(tag), sources)}", criterion=cid, field="sources")
-        if not raw["sources"]:
-            raise self.fail("every criterion names at least one source", criterion=cid, field="sources")
+                raise self.fail(f"unknown source tag {_show(tag)}{_suggest(tag, sources)}", criterion=cid,
+                                field="sources")
         category = raw["category"]
-        if category not in consort["categories"]:
-            raise self.fail(f"unknown category {category!r}{did_you_mean(str(category), consort['categories'])}",
+        if not isinstance(category, str) or category not in consort["categories"]:
+            raise self.fail(f"unknown category {_show(category)}{_suggest(category, consort['categories'])}",
                             criterion=cid, field="category")
         subcategory = raw.get("subcategory")
         allowed_sub = consort["subcategories"].get(category, [])
-        if subcategory is not None and subcategory not in allowed_sub:
-            raise self.fail(f"unknown subcategory {subcategory!r} for {category}"
-                            f"{did_you_mean(str(subcategory), allowed_sub)}", criterion=cid, field="subcategory")
+        if subcategory is not None and (not isinstance(subcategory, str) or subcategory not in allowed_sub):
+            raise self.fail(f"unknown subcategory {_show(subcategory)} for {category}"
+                            f"{_suggest(subcategory, allowed_sub)}", criterion=cid, field="subcategory")
         if allowed_sub and subcategory is None:
             raise self.fail(f"category {category} needs a subcategory ({', '.join(allowed_sub)})",
                             criterion=cid, field="subcategory")
@@ -1010,7 +1195,13 @@ class _Loader:
         for key in ("ask", "default", "rules"):
             if key in raw:
                 body[key] = raw[key]
-        rules_raw = list(body.get("rules") or []) + list(raw.get("extra_rules") or [])
+        rules_raw: list[Any] = []
+        for key, source in (("rules", body), ("extra_rules", raw)):
+            listed = source.get(key)
+            if listed is not None and not isinstance(listed, list):
+                raise self.fail("must be a list of rules {status, when, reason}", criterion=cid,
+                                field=key if key in raw else f"template.{key}")
+            rules_raw += listed or []
         if "default" not in body:
             raise self.fail("required field is missing (or give a template)", criterion=cid, field="default")
         default = self._outcome(body["default"], cid, "default")
@@ -1023,49 +1214,97 @@ class _Loader:
             if rule.status == passing:
                 raise self.fail(f"a rule cannot give the default outcome {passing!r}", criterion=cid,
                                 field=f"rules[{i}].status")
-        ask = self._ask(body.get("ask") or [], cid, "ask")
-        return Criterion(cid, kind, str(raw["title"]), str(raw["protocol_text"]), tuple(raw["sources"]),
-                         str(raw["spec"]), category, subcategory, ask, default, rules)
+        asked = body.get("ask")
+        ask = self._ask([] if asked is None else asked, cid, "ask")
+        return Criterion(cid, kind, title, protocol_text, tuple(tags), spec, category, subcategory, ask, default,
+                         rules)
 
     def _expand_template(self, ref: Any, templates: dict[str, Any], cid: str) -> dict[str, Any]:
+        """The template ``ref`` names, its variables substituted. What it expands to is measured before
+        anything is built: each text at most :data:`MAX_TEMPLATE_TEXT` characters, and all the
+        expansions of the set together at most :data:`MAX_TEMPLATE_TOTAL_CHARS` characters and
+        :data:`MAX_TEMPLATE_TOTAL_VALUES` values (a few KiB of YAML could otherwise ask for gigabytes)."""
         if not isinstance(ref, dict) or "name" not in ref:
             raise self.fail("must be {name: <template>, <variable>: <value>, ...}", criterion=cid, field="template")
         tname = ref["name"]
+        if not isinstance(tname, str):
+            raise self.fail("must be the name of a template (text)", criterion=cid, field="template.name")
         if tname not in templates:
-            raise self.fail(f"unknown template {tname!r}{did_you_mean(str(tname), templates)}", criterion=cid,
+            raise self.fail(f"unknown template {_show(tname)}{_suggest(tname, templates)}", criterion=cid,
                             field="template.name")
-        values = {k: str(v) for k, v in ref.items() if k != "name"}
+        values: dict[str, str] = {}
+        for key, value in ref.items():
+            if key == "name":
+                continue
+            if not isinstance(key, str) or not _VARIABLE_RE.match(key):
+                raise self.fail(f"template variables are words such as key or label, not {_show(key)}",
+                                criterion=cid, field="template")
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise self.fail("must be text or a whole number", criterion=cid, field=f"template.{key}")
+            values[key] = str(value)
+
+        def fail(message: str) -> RuleDefinitionError:
+            return self.fail(f"template {tname!r} {message}", criterion=cid, field="template")
+
+        def spend(chars: int) -> None:
+            self.expanded_chars += chars
+            self.expanded_values += 1
+            if self.expanded_chars > MAX_TEMPLATE_TOTAL_CHARS or self.expanded_values > MAX_TEMPLATE_TOTAL_VALUES:
+                raise fail(f"would make the set's templates expand to more than {MAX_TEMPLATE_TOTAL_CHARS} characters "
+                           f"or {MAX_TEMPLATE_TOTAL_VALUES} values in all; write long or repeated rules out")
 
         def subst(node: Any) -> Any:
             if isinstance(node, str):
-                try:
-                    return string.Template(node).substitute(values)
-                except KeyError as exc:
-                    raise self.fail(f"template {tname!r} needs the variable {exc.args[0]!r}", criterion=cid,
-                                    field="template") from None
+                size = len(node)
+                for match in _PLACEHOLDER.finditer(node):
+                    variable = match.group("named") or match.group("braced")
+                    if variable is not None:
+                        if variable not in values:
+                            raise fail(f"needs the variable {variable!r}")
+                        size += len(values[variable]) - len(match.group())
+                    elif match.group("escaped") is not None:
+                        size -= 1
+                    else:
+                        raise fail("has a $ that starts no ${variable}; write $$ for a dollar sign")
+                if size > MAX_TEMPLATE_TEXT:
+                    raise fail(f"would expand a text to {size} characters (at most {MAX_TEMPLATE_TEXT})")
+                spend(size)
+                return string.Template(node).substitute(values) if "$" in node else node
+            spend(0)
             if isinstance(node, list):
                 return [subst(n) for n in node]
             if isinstance(node, dict):
-                return {subst(k): subst(v) for k, v in node.items()}
+                out: dict[Any, Any] = {}
+                for key, value in node.items():
+                    expanded_key = subst(key)
+                    if expanded_key in out:
+                        raise fail(f"makes two keys of one mapping the same ({_show(expanded_key)}); one would "
+                                   f"silently replace the other")
+                    out[expanded_key] = subst(value)
+                return out
             return node
 
-        expanded = subst(templates[tname])
-        if not isinstance(expanded, dict):
-            raise self.fail(f"template {tname!r} must be a mapping", criterion=cid, field="template")
+        expanded: dict[str, Any] = subst(templates[tname])  # a mapping: load() checked every template
         self._keys(expanded, set(), {"ask", "default", "rules"}, where=f"templates.{tname}.", criterion=cid)
         return expanded
 
+    def _param(self, value: Any, cid: str, where: str) -> Any:
+        """The value of ``{param: name}``."""
+        pname = value["param"]
+        if not isinstance(pname, str):
+            raise self.fail("{param: …} takes the name of a parameter (text)", criterion=cid, field=where)
+        if pname not in self.params:
+            raise self.fail(f"unknown parameter {_show(pname)}{_suggest(pname, self.params)}",
+                            criterion=cid, field=where)
+        return self.params[pname]
+
     def _status(self, value: Any, cid: str, where: str) -> str:
         if isinstance(value, dict) and set(value) == {"param"}:
-            pname = value["param"]
-            if pname not in self.params:
-                raise self.fail(f"unknown parameter {pname!r}{did_you_mean(str(pname), self.params)}",
-                                criterion=cid, field=where)
-            value = self.params[pname]
-        if value not in STATUSES:
-            raise self.fail(f"must be one of {', '.join(STATUSES)}{did_you_mean(str(value), STATUSES)}",
+            value = self._param(value, cid, where)
+        if not isinstance(value, str) or value not in STATUSES:
+            raise self.fail(f"must be one of {', '.join(STATUSES)}{_suggest(value, STATUSES)}",
                             criterion=cid, field=where)
-        return str(value)
+        return value
 
     def _outcome(self, raw: Any, cid: str, where: str) -> Outcome:
         if not isinstance(raw, dict):
@@ -1078,21 +1317,25 @@ class _Loader:
         if not isinstance(raw, dict):
             raise self.fail("must be {status, when, reason}", criterion=cid, field=where)
         self._keys(raw, {"status", "when", "reason"}, {"ask"}, where=where + ".", criterion=cid)
+        asked = raw.get("ask")
         return Rule(self._status(raw["status"], cid, f"{where}.status"),
                     self._condition(raw["when"], cid, f"{where}.when"),
                     self._reason(raw["reason"], cid, f"{where}.reason"),
-                    self._ask(raw.get("ask") or [], cid, f"{where}.ask"))
+                    self._ask([] if asked is None else asked, cid, f"{where}.ask"))
 
     def _ask(self, items: Any, cid: str, where: str) -> tuple[str, ...]:
         if not isinstance(items, list):
             raise self.fail("must be a list of record field paths", criterion=cid, field=where)
         for item in items:
-            if isinstance(item, str) and item.startswith("@"):
+            if not isinstance(item, str):
+                raise self.fail("must be a list of record field paths (text such as birth_date)", criterion=cid,
+                                field=where)
+            if item.startswith("@"):
                 if item[1:] not in catalogue.list_context_names():
-                    raise self.fail(f"unknown field list {item!r}"
-                                    f"{did_you_mean(item[1:], catalogue.list_context_names())}", criterion=cid, field=where)
+                    raise self.fail(f"unknown field list {_show(item)}"
+                                    f"{_suggest(item[1:], catalogue.list_context_names())}", criterion=cid, field=where)
             elif item not in self.field_paths:
-                raise self.fail(f"unknown record field {item!r}{did_you_mean(str(item), self.field_paths)}",
+                raise self.fail(f"unknown record field {_show(item)}{_suggest(item, self.field_paths)}",
                                 criterion=cid, field=where)
         return tuple(items)
 
@@ -1108,7 +1351,7 @@ class _Loader:
             if name is None:
                 continue
             if not name or spec or conv or name not in known:
-                raise self.fail(f"unknown placeholder {{{name}}}{did_you_mean(str(name), known)}",
+                raise self.fail(f"unknown placeholder {{{_short(name)}}}{_suggest(name, known)}",
                                 criterion=cid, field=where)
         return text
 
@@ -1121,22 +1364,18 @@ class _Loader:
             if not isinstance(value, list) or not value:
                 raise self.fail(f"{key} takes a non-empty list", criterion=cid, field=f"{where}.{key}")
             return (key, tuple(self._condition(v, cid, f"{where}.{key}[{i}]") for i, v in enumerate(value)))
-        if key not in self.fact_types:
-            raise self.fail(f"unknown fact {key!r}{did_you_mean(str(key), self.fact_types)}", criterion=cid,
+        if not isinstance(key, str) or key not in self.fact_types:
+            raise self.fail(f"unknown fact {_show(key)}{_suggest(key, self.fact_types)}", criterion=cid,
                             field=where)
         ftype = self.fact_types[key]
         if not isinstance(value, dict) or len(value) != 1:
             raise self.fail("write a test as {fact: {op: value}}", criterion=cid, field=f"{where}.{key}")
         (op, operand), = value.items()
-        if op not in OPERATORS:
-            raise self.fail(f"unknown operator {op!r}{did_you_mean(str(op), OPERATORS)}", criterion=cid,
+        if not isinstance(op, str) or op not in OPERATORS:
+            raise self.fail(f"unknown operator {_show(op)}{_suggest(op, OPERATORS)}", criterion=cid,
                             field=f"{where}.{key}")
         if isinstance(operand, dict) and set(operand) == {"param"}:
-            pname = operand["param"]
-            if pname not in self.params:
-                raise self.fail(f"unknown parameter {pname!r}{did_you_mean(str(pname), self.params)}",
-                                criterion=cid, field=f"{where}.{key}.{op}")
-            operand = self.params[pname]
+            operand = self._param(operand, cid, f"{where}.{key}.{op}")
         if op == "known":
             if not isinstance(operand, bool):
                 raise self.fail("known takes true or false", criterion=cid, field=f"{where}.{key}.known")
@@ -1152,8 +1391,12 @@ class _Loader:
             raise self.fail(f"{op} takes a non-empty list", criterion=cid, field=f"{where}.{key}.{op}")
         for item in operands:
             if ftype.kind == "int" and (not isinstance(item, int) or isinstance(item, bool)):
-                raise self.fail(f"{key} is a number; {item!r} is not", criterion=cid, field=f"{where}.{key}.{op}")
-            if ftype.kind == "enum" and item not in ftype.values:
-                raise self.fail(f"{item!r} is not a value of {key} ({', '.join(ftype.values)})"
-                                f"{did_you_mean(str(item), ftype.values)}", criterion=cid, field=f"{where}.{key}.{op}")
+                raise self.fail(f"{key} is a number; {_show(item)} is not", criterion=cid, field=f"{where}.{key}.{op}")
+            if ftype.kind == "enum" and (not isinstance(item, str) or item not in ftype.values):
+                raise self.fail(f"{_show(item)} is not a value of {key} ({', '.join(ftype.values)})"
+                                f"{_suggest(item, ftype.values)}", criterion=cid, field=f"{where}.{key}.{op}")
         return ("cmp", key, op, tuple(operand) if op in ("in", "not_in") else operand)
+
+
+#: ``$$``, ``$name``, ``${name}`` and a ``$`` that starts none of these, as string.Template reads them.
+_PLACEHOLDER: re.Pattern[str] = string.Template.pattern

@@ -3,11 +3,15 @@
 Each test here failed before its fix: an alias bomb hung ``rules --check``; a value-set path to a
 FIFO or ``/dev/zero`` was read without limit; absurd parameters loaded and then made every record an
 error row; a duplicate YAML key silently won; a set without a procedural criterion sent declined
-candidates to "randomized". Every refusal is a RuleDefinitionError naming the file and the field.
+candidates to "randomized". Wrong types (``categories: 5``, ``ask: [[birth_date]]``, …) gave
+tracebacks or were accepted; a template could expand an 800 KB file into 40 GB; a line break in a label
+forged a line of the audit report and an escape in a title reached the terminal. Every refusal is a
+RuleDefinitionError naming the file and the field.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -362,3 +366,331 @@ def test_read_yaml_file_applies_the_same_limits_to_other_rules_files(tmp_path: P
         read_yaml_file(bad)
     with pytest.raises(RuleDefinitionError, match="not a regular file"):
         read_yaml_file(Path("/dev/zero"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Wrong types: a clear RuleDefinitionError naming the file and the field, never a traceback
+
+_CATEGORIES = "categories: [not_meeting_inclusion, meeting_exclusion, withdrawal, pending, randomized]"
+_SUBCATEGORIES = "meeting_exclusion: [secondary_cause, malignancy, diuretic, recent_vka_or_k2]"
+
+
+@pytest.mark.parametrize("old, new, criterion, field", [
+    (_CATEGORIES, "categories: 5", None, "consort.categories"),
+    (_CATEGORIES, 'categories: "not_meeting_inclusion meeting_exclusion withdrawal pending randomized"', None,
+     "consort.categories"),
+    (_CATEGORIES, "categories: [not_meeting_inclusion, [meeting_exclusion], withdrawal, pending, randomized]", None,
+     "consort.categories"),
+    ("subcategories:\n    " + _SUBCATEGORIES, "subcategories: [meeting_exclusion]", None, "consort.subcategories"),
+    (_SUBCATEGORIES, "meeting_exclusion: 7", None, "consort.subcategories.meeting_exclusion"),
+    (_SUBCATEGORIES, "meeting_exclusion: [[secondary_cause], malignancy, diuretic, recent_vka_or_k2]", None,
+     "consort.subcategories.meeting_exclusion"),
+    (re.compile(r"^  labels:\n(?:    .*\n)+", re.M), "  labels: [1]\n", None, "consort.labels"),
+    ("    randomized: Randomized", "    randomized: [Randomized]", None, "consort.labels.randomized"),
+    ("    randomized: Randomized", "    randomized: Randomized\n    randomised: Randomized", None,
+     "consort.labels.randomised"),
+    ("eligible: randomized ", "eligible: [randomized] ", None, "consort.eligible"),
+    ("sources: [methods_2024, registry_2023-01-25, protocol_2023]", "sources: [[methods_2024]]", "I1", "sources"),
+    ("sources: [methods_2024, registry_2023-01-25, protocol_2023]", "sources: methods_2024", "I1", "sources"),
+    ("  methods_2024: \"Tan J", "  methods_2024: [\"Tan J", None, "sources.methods_2024"),
+    ("template: {name: condition_presence, key: hypothyroidism", "template: {name: [condition_presence], key: hypothyroidism",
+     "E1", "template.name"),
+    ("key: hypothyroidism, label: Hypothyroidism}", "key: [hypothyroidism], label: Hypothyroidism}", "E1", "template.key"),
+    ("status: {param: condition_history}", "status: {param: [condition_history]}", "E1", "rules[2].status"),
+    ("ask: [birth_date]", "ask: [[birth_date]]", "I1", "ask"),
+    ("ask: [birth_date]", "ask: [{birth_date: 1}]", "I1", "ask"),
+    ("ask: [birth_date]", "ask: birth_date", "I1", "ask"),
+    ("precedence: [I1,", "precedence: [[I1],", None, "precedence"),
+    ("precedence: [I1,", "precedence: [{I1: 1},", None, "precedence"),
+    ("- id: I1\n", "- id: [I1]\n", "criteria[0]", "id"),
+    ("title: Age ≥ 65 years", "title: [Age]", "I1", "title"),
+    ("title: Age ≥ 65 years", "title: !!binary aGVsbG8=", "I1", "title"),
+    ("title: Age ≥ 65 years", "title: !!set {a, b}", "I1", "title"),
+    ("title: Age ≥ 65 years", "title: 65", "I1", "title"),
+    ("spec: criteria.md §1.3, §4.2 I1", "spec: {a: 1}", "I1", "spec"),
+    ("category: not_meeting_inclusion\n    ask: [birth_date]", "category: [not_meeting_inclusion]\n    ask: [birth_date]",
+     "I1", "category"),
+    ("subcategory: secondary_cause", "subcategory: [secondary_cause]", "E1", "subcategory"),
+    (re.compile(r"^    extra_rules:\n      - status: review\n        when: \{cond_peritoneal_dialysis.*\n(?:        .*\n)+",
+                re.M), "    extra_rules: 5\n", "E2", "extra_rules"),
+    ("when: {consent: {eq: pending}}", "when: {consent: {eq: {param: [x]}}}", "I4", "rules[1].when.consent.eq"),
+    ("when: {consent: {in: [declined, withdrawn]}}", "when: {consent: {in: [[declined], withdrawn]}}", "I4",
+     "rules[0].when.consent.in"),
+    ("  condition_presence:\n", "  5: {}\n  condition_presence:\n", None, "templates"),
+    ('title: Vitamin K2 for nocturnal', 'title: [Vitamin K2 for nocturnal', None, "title"),
+    (re.compile(r"^description: >\n(?:  .*\n)+", re.M), "description: [1]\n", None, "description"),
+])
+def test_a_value_of_the_wrong_type_is_refused_naming_file_and_field(tmp_path: Path, old: str | re.Pattern[str],
+                                                                     new: str, criterion: str | None, field: str) -> None:
+    original = SHIPPED.read_text(encoding="utf-8")
+    text = old.sub(new, original, count=1) if isinstance(old, re.Pattern) else original.replace(old, new, 1)
+    assert text != original, old
+    if new.startswith("title: [Vitamin"):
+        text = re.sub(r"^(title: \[Vitamin.*)$", r"\1]", text, count=1, flags=re.M)
+    if new.startswith('  methods_2024: ["'):
+        text = re.sub(r'^(  methods_2024: \[".*)$', r"\1]", text, count=1, flags=re.M)
+    with pytest.raises(RuleDefinitionError) as info:
+        load_ruleset(_copy_set(tmp_path, text))
+    assert info.value.file is not None and info.value.file.endswith("variant.yaml")
+    assert info.value.criterion == criterion and info.value.field == field, str(info.value)
+
+
+def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        for key in path[:-1]:
+            data = data[key]
+        data[path[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize("file, path, value", [
+    ("drug-classes.yaml", ("classes", "diuretic", "atc_exclude"), 5),
+    ("drug-classes.yaml", ("classes", "diuretic", "atc_exclude"), [["C03"]]),
+    ("drug-classes.yaml", ("classes", "diuretic", "rxnorm"), 4603),
+    ("drug-classes.yaml", ("classes", "diuretic", "rxnorm"), [4603]),
+    ("drug-classes.yaml", ("classes", "diuretic", "title"), ["x"]),
+    ("drug-classes.yaml", ("classes", "diuretic", "names_exclude"), {"a": 1}),
+    ("drug-classes.yaml", ("classes",), [1]),
+    ("condition-codes.yaml", ("conditions", "hypothyroidism", "record_field"), ["conditions.hypothyroidism"]),
+    ("condition-codes.yaml", ("conditions", "hypothyroidism", "not_evidence"), 5),
+    ("condition-codes.yaml", ("conditions", "hypothyroidism", "note"), {"a": 1}),
+    ("tumor-sites.yaml", ("name",), ["x"]),
+])
+def test_a_value_set_value_of_the_wrong_type_is_refused(tmp_path: Path, file: str, path: tuple[Any, ...],
+                                                        value: Any) -> None:
+    rules = _copy_set(tmp_path)
+    vs = tmp_path / "valuesets" / file
+    data = yaml.safe_load(vs.read_text(encoding="utf-8"))
+    _set(path, value)(data)
+    vs.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    with pytest.raises(RuleDefinitionError) as info:
+        load_ruleset(rules)
+    assert info.value.file is not None and info.value.file.endswith(file)
+    assert info.value.field == ".".join(path), str(info.value)
+
+
+_ODD_VALUES: list[Any] = [5, [], {}, [[1]], {"a": 1}, "x"]
+
+
+#: The mappings of a value set that list its entries: like a list, only the first and the last are tried.
+_ENTRY_MAPS = ("classes", "sites", "conditions", "other")
+
+
+def _paths(node: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key path of a parsed YAML tree (for a list or a value set's entries: the first and the last)."""
+    found: list[tuple[Any, ...]] = []
+    if isinstance(node, dict):
+        keys = list(node)
+        if at and at[-1] in _ENTRY_MAPS and len(at) == 1:
+            keys = keys[:1] + keys[-1:] if len(keys) > 1 else keys
+        for key in keys:
+            value = node[key]
+            found.append(at + (key,))
+            found += _paths(value, at + (key,))
+    elif isinstance(node, list) and node:
+        for index in sorted({0, len(node) - 1}):
+            found.append(at + (index,))
+            found += _paths(node[index], at + (index,))
+    return found
+
+
+def _replaced(tree: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """``tree`` with the value at ``path`` replaced (copies only along the path)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(tree, dict):
+        return {**tree, head: _replaced(tree[head], rest, value)}
+    copy = list(tree)
+    copy[head] = _replaced(tree[head], rest, value)
+    return copy
+
+
+@pytest.mark.timeout(300)  # a watchdog only
+@pytest.mark.parametrize("target", ["paper-2024.yaml", "drug-classes.yaml", "tumor-sites.yaml", "condition-codes.yaml"])
+def test_any_value_replaced_by_any_odd_value_is_refused_or_loads_never_a_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    from screening import protocol
+    path = _copy_set(tmp_path)
+    parsed = {f.name: protocol.parse_yaml(f.read_text(encoding="utf-8")) for f in [path, *tmp_path.glob("valuesets/*.yaml")]}
+    parsed[target] = parsed.pop("variant.yaml") if target == "paper-2024.yaml" else parsed[target]
+    current: dict[str, Any] = {}
+
+    def read_yaml(self: Any, file: Path, display: str, *, field: str | None = None) -> Any:
+        name = "paper-2024.yaml" if file == path else file.name
+        if name not in parsed:
+            raise self.fail("cannot read: No such file or directory", file=display, field=field)
+        data = current.get(name, parsed[name])
+        if not isinstance(data, dict):
+            raise self.fail("must be a mapping at the top level", file=display)
+        return data
+
+    monkeypatch.setattr(protocol._Loader, "_read_yaml", read_yaml)
+    parsed["paper-2024.yaml"] = parsed.pop("variant.yaml", parsed.get("paper-2024.yaml"))
+    assert protocol._Loader(path).load().criteria  # the unchanged set loads
+    tried = refused = 0
+    for key_path in _paths(parsed[target]):
+        for odd in _ODD_VALUES:
+            current[target] = _replaced(parsed[target], key_path, odd)
+            tried += 1
+            try:
+                protocol._Loader(path).load()
+            except RuleDefinitionError as exc:
+                refused += 1
+                assert exc.file is not None, key_path
+            except Exception as exc:  # noqa: BLE001 - the point: nothing else may escape
+                pytest.fail(f"{target} {key_path} = {odd!r}: {type(exc).__name__}: {exc}")
+    assert tried >= 30 and refused > tried // 4
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Template expansion is bounded
+
+
+@pytest.mark.timeout(60)  # a watchdog: before the fix this asked for 40 GB and died with MemoryError
+def test_a_template_that_would_expand_to_gigabytes_is_refused(tmp_path: Path) -> None:
+    template = '  condition_presence:\n    ask: ["conditions.${key}"]\n'
+    bomb = SHIPPED.read_text(encoding="utf-8").replace(
+        template, '  bomb:\n    default: {status: not_met, reason: "' + "${k}" * 100_000 + '"}\n' + template, 1)
+    bomb = bomb.replace("template: {name: condition_presence, key: hypothyroidism, label: Hypothyroidism}",
+                        'template: {name: bomb, k: "' + "x" * 400_000 + '"}', 1)
+    assert MAX_RULES_FILE_BYTES * 0.7 < len(bomb.encode()) < MAX_RULES_FILE_BYTES
+    with pytest.raises(RuleDefinitionError) as info:
+        load_ruleset(_copy_set(tmp_path, bomb))
+    assert info.value.criterion == "E1" and info.value.field == "template", str(info.value)
+    assert "variant.yaml" in str(info.value) and "expand" in str(info.value)
+
+
+def test_a_template_used_by_many_criteria_cannot_add_up_to_gigabytes(tmp_path: Path) -> None:
+    """Each expansion under the per-string limit, but thousands of them: the set's total is bounded."""
+    data = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    data["templates"]["big"] = {"default": {"status": "not_met", "reason": "${k}" * 4000}}
+    extra = [{**copy.deepcopy(_criterion(data, "E1")), "id": f"E{100 + i}", "template": {"name": "big", "k": "y" * 10}}
+             for i in range(400)]
+    data["criteria"][1:1] = extra
+    data["precedence"][1:1] = [c["id"] for c in extra]
+    msg = _refused(_copy_set(tmp_path, yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=1 << 30)))
+    assert "variant.yaml" in msg and "template" in msg and "expand" in msg
+
+
+def test_template_variables_that_collide_as_keys_are_refused(tmp_path: Path) -> None:
+    """Two keys of a template mapping that expand to the same text: one would silently win."""
+    def edit(data: dict[str, Any]) -> None:
+        data["templates"]["two"] = {"default": {"status": "not_met", "reason": "r"},
+                                    "rules": [{"status": "met", "when": {"all": [{"cond_${a}": {"eq": "active"}}]},
+                                               "reason": "r", "${b}": "x"}]}
+        _criterion(data, "E3")["template"] = {"name": "two", "a": "hypoglycemia", "b": "reason"}
+    msg = _refused(_variant(tmp_path, edit))
+    assert "variant.yaml" in msg and "E3" in msg
+
+
+def test_the_shipped_sets_still_load_with_the_same_stamp() -> None:
+    assert load_ruleset("paper-2024").sha256 == "c61edf9ae94b84c17f3fb3719d20a49f12d86f763ec0b565459675a5a84af9c6"
+    assert load_ruleset("registry-2023").name == "registry-2023"
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Control characters in one-line texts: refused at load, escaped when shown
+
+
+@pytest.mark.parametrize("old, new, criterion, field", [
+    ("    randomized: Randomized",
+     '    randomized: "Randomized\\nAssessed for eligibility                                     310   ok"',
+     None, "consort.labels.randomized"),
+    ("title: Age ≥ 65 years", 'title: "Age\\u001b[2J\\u001b]0;pwn\\u0007 ≥ 65"', "I1", "title"),
+    ("title: Age ≥ 65 years", 'title: "Age \\u202e56 ≤"', "I1", "title"),
+    ("title: Age ≥ 65 years", 'title: "Age \\u2067≥ 65"', "I1", "title"),
+    ("title: Age ≥ 65 years", 'title: "Age\\x85≥ 65"', "I1", "title"),
+    ('reason: "consent signed"', 'reason: "consent\\rsigned"', "I4", "default.reason"),
+    ('reason: "consent pending"', 'reason: "consent\\tpending"', "I4", "rules[1].reason"),
+    ("protocol_text: \"hypoglycemia [P]\"", "protocol_text: \"hypoglycemia\\n[P]\"", "E3", "protocol_text"),
+    ("spec: criteria.md §4.3 E3", "spec: \"criteria.md\\n§4.3 E3\"", "E3", "spec"),
+    ("key: hypoglycemia, label: Hypoglycaemia}", "key: hypoglycemia, label: \"Hypo\\u001bglycaemia\"}", "E3",
+     "template.label"),
+    ('  fig1_2024: "Tan J', '  fig1_2024: "\\u001b[31mTan J', None, "sources.fig1_2024"),
+    ("    pending: Pending (", "    pending: \"\\u0007Pending (", None, "consort.labels.pending"),
+    ("title: Vitamin K2 for nocturnal", "title: \"\\u009b2J\"\nxtitle: Vitamin K2 for nocturnal", None, "title"),
+])
+def test_a_control_character_in_a_one_line_text_is_refused(tmp_path: Path, old: str, new: str,
+                                                           criterion: str | None, field: str) -> None:
+    original = SHIPPED.read_text(encoding="utf-8")
+    assert old in original, old
+    text = original.replace(old, new, 1)
+    if new.endswith("Pending ("):
+        text = text.replace("\\u0007Pending (undetermined, or eligible awaiting consent)",
+                            "\\u0007Pending (undetermined, or eligible awaiting consent)\"", 1)
+    if "xtitle" in new:
+        text = text.replace("xtitle: ", "xtitle_was: ", 1).replace("\nxtitle_was: ", "\n# ", 1)
+    with pytest.raises(RuleDefinitionError) as info:
+        load_ruleset(_copy_set(tmp_path, text))
+    assert info.value.file is not None and info.value.file.endswith("variant.yaml")
+    assert info.value.criterion == criterion and info.value.field == field, str(info.value)
+    assert "control character" in str(info.value)
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", str(info.value))
+
+
+def test_a_control_character_in_a_key_is_refused_and_not_echoed(tmp_path: Path) -> None:
+    path = _edited(tmp_path, lambda t: t.replace("  min_age_years: 65\n", '  min_age_years: 65\n  "x\\u001b[2J\\ny": 1\n', 1))
+    msg = _refused(path)
+    assert "variant.yaml" in msg and "parameters" in msg and "control character" in msg
+    assert "\x1b" not in msg and "\n" not in msg
+
+
+def test_a_control_character_in_a_value_set_is_refused(tmp_path: Path) -> None:
+    path = _copy_set(tmp_path)
+    vs = tmp_path / "valuesets" / "tumor-sites.yaml"
+    text = vs.read_text(encoding="utf-8")
+    text = re.sub(r"^(    title: )(.*)$", lambda m: m.group(1) + '"\\u001b[2J' + m.group(2).strip('"') + '"', text,
+                  count=1, flags=re.M)
+    vs.write_text(text, encoding="utf-8")
+    with pytest.raises(RuleDefinitionError) as info:
+        load_ruleset(path)
+    assert info.value.file is not None and info.value.file.endswith("tumor-sites.yaml")
+    assert info.value.field is not None and info.value.field.endswith(".title") and "control character" in str(info.value)
+
+
+def test_newlines_stay_allowed_in_descriptions_and_notes(tmp_path: Path) -> None:
+    path = _edited(tmp_path, lambda t: t.replace("description: >\n", "description: |\n", 1))
+    assert "\n" in load_ruleset(path).description.strip()
+
+
+def test_the_rules_table_escapes_control_characters_of_a_loaded_set(paper: Any) -> None:
+    """Defence in depth: a Ruleset built around the loader still cannot drive the terminal."""
+    import dataclasses
+
+    from screening.describe import ruleset_table
+    i1 = dataclasses.replace(paper.criteria["I1"], title="Age\x1b[2J\x1b]0;pwn\x07\u202e ≥ 65",
+                             protocol_text="text\nZZ-9999: ELIGIBLE")
+    forged = dataclasses.replace(paper, title="t\x1b[31m", criteria={**paper.criteria, "I1": i1})
+    table = ruleset_table(forged)
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", table)
+    assert "\\x1b[2J" in table and "\\u202e" in table
+    assert not any(line.startswith("ZZ-9999") for line in table.splitlines())
+
+
+def test_the_audit_report_escapes_labels_and_titles(paper: Any) -> None:
+    import dataclasses
+
+    from screening import audit
+    labels = {**paper.consort["labels"], "randomized": "Randomized\nAssessed for eligibility   310   ok"}
+    i1 = dataclasses.replace(paper.criteria["I1"], title="Age\x1b[2J")
+    forged = dataclasses.replace(paper, consort={**paper.consort, "labels": labels},
+                                 criteria={**paper.criteria, "I1": i1})
+    text = audit.render(audit.count([], forged))
+    assert sum(line.startswith("Assessed for eligibility") for line in text.splitlines()) == 1
+    assert "\x1b" not in text and "Randomized\\nAssessed" in text
+
+
+def test_a_dollar_that_starts_no_template_variable_is_refused(tmp_path: Path) -> None:
+    """string.Template raised ValueError (a traceback) on a lone $ in a template's text."""
+    def edit(data: dict[str, Any]) -> None:
+        data["templates"]["condition_presence"]["default"]["reason"] = "${label} absent; costs $ 5"
+    with pytest.raises(RuleDefinitionError) as info:
+        load_ruleset(_variant(tmp_path, edit))
+    assert info.value.criterion == "E1" and info.value.field == "template" and "$$" in str(info.value)
+
+
+def test_a_dollar_written_twice_is_a_dollar_sign(tmp_path: Path) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["templates"]["condition_presence"]["default"]["reason"] = "${label} absent; costs $$5"
+    assert load_ruleset(_variant(tmp_path, edit)).criteria["E1"].default.reason == "Hypothyroidism absent; costs $5"
