@@ -310,6 +310,12 @@ _DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_co
 _SPACE = re.compile(r"[ \t\r\n\ufeff]*")
 #: Outside strings: the characters that open or close something.
 _OUTSIDE = re.compile(r'[\[\]{}"]')
+#: ... and in an array element, also the "," that may end it.
+_OUTSIDE_ELEMENT = re.compile(r'[\[\]{}",]')
+#: ... and in a value that may be JSON Lines, also line breaks.
+_OUTSIDE_LINES = re.compile(r'[\[\]{}"\n\r]')
+#: A "]" followed by one of these (after white space) does not end an array: it is a stray closer.
+_NOT_AFTER_ARRAY = ",:}]"
 #: Inside a string: its end, an escape, or a line break (never valid in a JSON string).
 _INSIDE = re.compile(r'["\\\n\r]')
 #: A bare token (number, literal, garbage) ends at white space or structure.
@@ -317,6 +323,8 @@ _TOKEN_END = re.compile(r'[\s,\[\]{}"]')
 _KEY = '"candidate_id"'
 #: The largest element (characters) kept whole to decode; a larger one is an error item, skipped.
 MAX_ELEMENT = 64 << 20
+#: After a "," that may end a bad array element, how far the reader looks for a key's ":".
+_LOOKAHEAD = 1 << 20
 
 
 class _Scanner:
@@ -326,36 +334,97 @@ class _Scanner:
     expect: a line break inside a string ends the string (a quote that never closed); a closing
     bracket of the wrong kind closes up to its match; a stray one is ignored. Either marks the
     value ``bad``. Work is linear: compiled regexes jump between the characters that matter.
+
+    Two modes. A *value* (JSON objects one after another) ends where its depth returns to 0, or
+    before a line that starts with ``{`` after a string broken by a line break (a line cut short,
+    then the next record) — with ``lines`` (JSON Lines in a .json file: the value's first line
+    holds more than its ``{``), after any line break inside it. An array *element*
+    (``element=True``) ends at the array's next ``,`` or ``]``: a ``}`` with nothing open is part
+    of it, a ``,`` followed by a key (``"name":``) or a stray ``}`` is inside it, and so is a ``]`` with
+    nothing open that is followed by ``,``, ``:``, ``}`` or ``]`` (else it ends the array). While such a ``,`` or
+    ``]`` is undecided, ``hold`` is its index: the reader keeps the input from there (shifting it
+    with :meth:`shift`), and at the end of the input the element ends there.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, element: bool = False, lines: bool = False) -> None:
         self.stack: list[str] = []
         self.in_string = False
         self.escape = False
         self.token = False
         self.started = False
         self.bad = False
+        self.element = element
+        self.after_break = False  # value: a string just broke at a line end; does "{" start the next line?
+        self.break_cr = False     # ... at a "\r" (a "\n" after it belongs to the same line end)
+        self.hold = -1            # element: the index of a "," or "]" at depth 0 that may end it
+        self.hold_close = False   # ... it is a "]" (the array's end if only white space follows)
+        self.lines = lines
+        self.key_check = False    # element: the string after that "," is read; is it a key?
+
+    def shift(self, dropped: int) -> None:
+        """The reader forgot the first ``dropped`` characters of the text it feeds."""
+        if self.hold >= 0:
+            self.hold -= dropped
 
     def feed(self, s: str, i: int) -> int:
-        """Scan ``s`` from ``i``: the index just after the value's end, or -1 (all of ``s`` is inside it)."""
+        """Scan ``s`` from ``i``: the index just after the value's end (an element: the index of the
+        ``,`` or ``]`` after it), or -1 (all of ``s`` is inside it)."""
         n = len(s)
         if not self.started:
             if i >= n:
                 return -1
             self.started = True
             c = s[i]
-            i += 1
             if c in "[{":
                 self.stack.append(c)
             elif c == '"':
                 self.in_string = True
-            else:
+            elif not self.element:
                 self.token = True
+            else:  # an element that starts with anything else: scanned from its first character
+                i -= 1
+            i += 1
         stack = self.stack
+        outside = _OUTSIDE_ELEMENT if self.element else _OUTSIDE_LINES if self.lines else _OUTSIDE
         while True:
             if self.token:
                 m = _TOKEN_END.search(s, i)
                 return -1 if m is None else m.start()
+            if self.after_break:
+                if i >= n:
+                    return -1
+                if self.break_cr and s[i] == "\n":
+                    i += 1
+                    self.break_cr = False
+                    continue
+                self.after_break = False
+                if s[i] == "{":  # the line was cut short; the next record starts here
+                    return i
+            if self.hold >= 0 and not self.in_string:
+                i = _SPACE.match(s, i).end()  # type: ignore[union-attr]
+                if i >= n:
+                    return -1
+                c = s[i]
+                if self.hold_close:
+                    if c not in _NOT_AFTER_ARRAY:
+                        return self.hold  # the array's end (anything else after it is for the reader)
+                    self.hold, self.hold_close, self.bad = -1, False, True  # a stray "]" in the element
+                    continue
+                if self.key_check:
+                    self.key_check = False
+                    if c != ":":
+                        return self.hold
+                    self.hold = -1  # a key: the "," was inside this element
+                    i += 1
+                    continue
+                if c == '"':
+                    self.key_check = True
+                    self.in_string = True
+                    i += 1
+                    continue
+                if c != "}":
+                    return self.hold  # "{", "[", "]", ",", a token: the next element (or the end)
+                self.hold = -1  # a stray "}": still this element
             if self.in_string:
                 if self.escape:
                     if i >= n:
@@ -372,11 +441,14 @@ class _Scanner:
                     continue
                 if c != '"':  # a line break: this string's quote never closed
                     self.bad = True
+                    if not self.element and not self.key_check:
+                        self.after_break = True
+                        self.break_cr = c == "\r"
                 self.in_string = False
-                if not stack:
+                if not stack and not self.element:
                     return i
                 continue
-            m = _OUTSIDE.search(s, i)
+            m = outside.search(s, i)
             if m is None:
                 return -1
             c = m.group()
@@ -385,6 +457,17 @@ class _Scanner:
                 self.in_string = True
             elif c in "[{":
                 stack.append(c)
+            elif c == ",":  # (element mode only) at depth 0, perhaps the end of the element
+                if not stack:
+                    self.hold = i - 1
+            elif c in "\n\r":  # (lines mode only) a line break: is the next line a record?
+                self.after_break = True
+                self.break_cr = c == "\r"
+            elif not stack:  # (element mode only) "]" may end the array; "}" is a stray closer
+                if c == "]":
+                    self.hold, self.hold_close = i - 1, True
+                else:
+                    self.bad = True
             else:
                 want = "[" if c == "]" else "{"
                 if stack[-1] == want:
@@ -396,7 +479,7 @@ class _Scanner:
                 else:
                     self.bad = True
                     continue
-                if not stack:
+                if not stack and not self.element:
                     return i
 
 
@@ -514,41 +597,40 @@ class _JsonReader:
             except ValueError:  # int(): more digits than Python converts (4,300 by default)
                 return _Failure("a number has too many digits to read", None)
 
-    def _end_of_bad(self, start: int, count_from: int) -> bool:
-        """Put ``pos`` just after the bad value at ``start``: False if the input ends inside it.
+    def _end_of_bad(self, start: int, count_from: int, *, element: bool = False, lines: bool = False) -> bool:
+        """Put ``pos`` at the end of the bad value at ``start`` (an array ``element``: at the ``,``
+        or ``]`` after it, see :class:`_Scanner`): False if the input ends inside it.
 
         Then ``passed_keys`` is the number of ``"candidate_id"`` keys after ``count_from`` and
-        ``passed_bytes`` the bytes from ``start`` to the end. Keeps nothing of what it passes.
+        ``passed_bytes`` the bytes from ``start`` to the end. Keeps nothing of what it passes but
+        the text after a ``,`` that may end an element (up to :data:`_LOOKAHEAD` characters).
         """
-        scanner = _Scanner()
-        end = scanner.feed(self.buf, start)
-        if end >= 0:
-            self.pos = end
-            return True
-        self.passed_keys = self.buf.count(_KEY, count_from)
-        self.passed_bytes = _utf8_len(self.buf[start:])
-        self._drop(len(self.buf))
+        scanner = _Scanner(element, lines)
+        self.passed_keys = self.passed_bytes = 0
+        i = start
         while True:
+            end = scanner.feed(self.buf, i)
+            if end >= 0:
+                self.pos = end
+                return True
+            keep = scanner.hold if scanner.hold >= 0 else len(self.buf)
+            if len(self.buf) - keep > _LOOKAHEAD:  # a very long string after the ",": not a key
+                self.pos = keep
+                return True
+            self.passed_keys += self.buf.count(_KEY, min(count_from, keep), keep)
+            self.passed_bytes += _utf8_len(self.buf[min(start, keep):keep])
+            i = len(self.buf) - keep
+            self._drop(keep)
+            scanner.shift(keep)
+            start = count_from = 0
             data = self.stream.read(_CHUNK)
             if not data:
                 self.eof = True
+                if scanner.hold >= 0:  # the input ends after a "," that ends the element
+                    self.pos = scanner.hold
+                    return True
                 return False
-            end = scanner.feed(data, 0)
-            if end >= 0:
-                self.buf, self.pos = data, end
-                return True
-            self.passed_keys += data.count(_KEY)
-            self.passed_bytes += _utf8_len(data)
-            self._advance(data)
-
-    def _advance(self, text: str) -> None:
-        """Count lines and columns of text that went past without entering the buffer."""
-        newlines = text.count("\n")
-        if newlines:
-            self.line += newlines
-            self.col = len(text) - text.rfind("\n")
-        else:
-            self.col += len(text)
+            self.buf += data
 
     def _item(self, position: str, value: Any, start: int, end: int, problem: str | None = None) -> Item:
         if problem is not None:
@@ -587,10 +669,11 @@ class _JsonReader:
     def _objects(self) -> Iterator[Item]:
         """JSON objects one after another (one, JSON Lines in a .json file, or pretty-printed ones).
 
-        A bad one is one error item; reading resumes at the next line that starts with ``{``.
+        A bad one is one error item; reading resumes after it, where :class:`_Scanner` finds its
+        end (its depth back to 0, or a line cut short inside a string before a line starting with
+        ``{``). When the input ends inside it, ``unread`` says how much was not read.
         """
         number = 0
-        lost: list[tuple[str, int, int]] = []
         while self._skip_space():
             number += 1
             position = f"record {number}"
@@ -602,45 +685,29 @@ class _JsonReader:
                 self.pos = end
                 continue
             at = self._at(result, start)
+            begins = self._where(start)
+            # JSON Lines saved as .json: the record's first line holds more than its "{" (a
+            # pretty-printer breaks the line after it), so a line break may end a record cut short.
+            end_of_line = self.buf.find("\n", start, start + _CHUNK)
+            if end_of_line < 0:
+                end_of_line = start + _CHUNK
+            lines = self.buf[start] == "{" and not self.buf[start + 1:end_of_line].isspace() and end_of_line > start + 1
+            if not self._end_of_bad(start, (result.at if result.at is not None else start) + 1, lines=lines):
+                yield _unreadable(position, f"{result.message} {at}; the input ends inside this record, "
+                                            "so the rest of the input cannot be read")
+                self.out.unread = (
+                    f"the input ends inside {position} (it begins at {begins}): a quote or bracket in it never "
+                    f"closes, or the input was cut short; the rest of the input after {position} could not be "
+                    f"read: {self._estimate(self.passed_keys, self.passed_bytes, including_bad=True)}")
+                return
             yield _unreadable(position, f"{result.message} {at}")
-            keys, size = self._resync(start)
-            if keys > 1:
-                lost.append((position, keys - 1, size))
-        if lost:
-            records = sum(k for _, k, _ in lost)
-            first = lost[0][0]
-            self.out.unread = (f"parts of the input could not be read: after {first}"
-                               f"{' and ' + str(len(lost) - 1) + ' other place(s)' if len(lost) > 1 else ''}, "
-                               f"{self._estimate(records, sum(s for _, _, s in lost))} were skipped to the next "
-                               "line starting with '{'")
-
-    def _resync(self, start: int) -> tuple[int, int]:
-        """Put ``pos`` at the next line starting with ``{`` after ``start`` (or the end): the
-        ``"candidate_id"`` keys and bytes skipped."""
-        keys = size = 0
-        i = start + 1
-        while True:
-            found = self.buf.find("\n{", i)
-            if found >= 0:
-                keys += self.buf.count(_KEY, start, found)
-                size += _utf8_len(self.buf[start:found])
-                self.pos = found + 1
-                return keys, size
-            if self.eof:
-                keys += self.buf.count(_KEY, start)
-                size += _utf8_len(self.buf[start:])
-                self.pos = len(self.buf)
-                return keys, size
-            keep = max(start, len(self.buf) - 1)  # a "\n" at the very end may start the next line
-            keys += self.buf.count(_KEY, start, keep)
-            size += _utf8_len(self.buf[start:keep])
-            self.pos = keep
-            self._drop(keep)
-            self._fill(_CHUNK + 1)
-            start, i = 0, 0
 
     def _array(self) -> Iterator[Item]:
-        """The elements of a JSON array (``[`` already read): one item each, ``index 0``…"""
+        """The elements of a JSON array (``[`` already read): one item each, ``index 0``…
+
+        A bad element runs to the array's next ``,`` or ``]`` (see :class:`_Scanner`), so stray
+        brackets in it cost no extra rows; an empty slot (``,,``) is no element.
+        """
         index = 0
         comma_needed = False
         while True:
@@ -656,26 +723,45 @@ class _JsonReader:
                 self.pos += 1
                 self._after_array()
                 return
-            missing = None
-            if comma_needed:
-                if ch == ",":
-                    self.pos += 1
-                    comma_needed = False
-                    continue
-                missing = self._where(self.pos)
+            if ch == ",":  # the comma after an element, or an empty slot (",,", "[,"): no record
+                self.pos += 1
+                comma_needed = False
+                continue
+            missing = self._where(self.pos) if comma_needed else None
             position = f"index {index}"
             result = self._decode()
             start = self.pos
             if not isinstance(result, _Failure):
                 value, end = result
                 problem = f"not valid JSON (a ',' is missing before this element, at {missing})" if missing else None
-                yield self._item(position, value, start, end, problem)
+                item = self._item(position, value, start, end, problem)
                 self.pos = end
-            else:
+                follows = self.buf[self.pos] if self._skip_space() else ""
+                if follows == "]":  # the array's end, unless a stray "]" (more follows it)
+                    self.pos += 1
+                    if not (self._skip_space() and self.buf[self.pos] in _NOT_AFTER_ARRAY):
+                        yield item
+                        self._after_array()
+                        return
+                if follows == ",":  # (the usual case: take the comma here)
+                    self.pos += 1
+                    yield item
+                    index += 1
+                    comma_needed = False
+                    continue
+                if follows in ("", "{"):
+                    yield item
+                else:
+                    # Neither a separator nor a next record follows: the element is bad up to the
+                    # array's next "," or "]".
+                    result = _Failure("not valid JSON (something other than ',' or ']' follows the element)",
+                                      self.pos)
+                    start = self.pos
+            if isinstance(result, _Failure):
                 error_at = result.at if result.at is not None else start
                 at = self._at(result, start)
                 begins = self._where(start)
-                if not self._end_of_bad(start, error_at + 1):  # nothing after it can be told apart
+                if not self._end_of_bad(start, error_at + 1, element=True):  # nothing after it can be told apart
                     yield _unreadable(position, f"{result.message} {at}; the input ends inside this element, "
                                                     "so the rest of the input cannot be read")
                     self.out.unread = (

@@ -95,6 +95,36 @@ def garbage_corpus() -> list[tuple[str, bytes, int]]:
     out.append(("csv-quote-at-end.csv", _csv("q3", 20, {19: 'G-q3-19,"site A,2023-03-01,1950-06-15,female,signed'}), 20))
     out.append(("csv-bad-utf8.csv", _csv("u", 20, {}).replace(b"G-u-7,", b"G-u-7\xfe,", 1), 20))
 
+    # Review round 2. A CSV row whose quotes close and whose cells fit the header is one record,
+    # even over several lines: a line break in a plain cell (one error row naming the span), and
+    # record-like lines inside a JSON list cell (one error row, nothing forged).
+    header = "candidate_id,site,screening_start,birth_date,sex,consent,medications"
+    rows = [f"G-ml-{i},site A,2023-03-01,1950-06-15,female,signed," for i in range(30)]
+    rows[3] = 'G-ml-3,"Third Hospital\nChengdu",2023-03-01,1950-06-15,female,signed,'
+    rows[6] = 'G-ml-6,site A,2023-03-01,1950-06-15,female,signed,"[\nFORGED,S,2023-03-01,1950-06-15,female,signed,\n]"'
+    rows[9] = 'G-ml-9,site A,2023-03-01,1950-06-15,female,signed,"[\n{""name"": ""a""}\n]"'
+    out.append(("csv-multi-line-cells.csv", ("\n".join([header] + rows) + "\n").encode(), 30))
+    # JSON objects one after another, pretty-printed with indent=0 (nested objects start lines with
+    # "{" too), one with a bad token; and JSON Lines in a .json file with a line cut after a ":".
+    objects = [json.dumps(r, indent=0) for r in _records("indent0", 20)]
+    objects[2] = objects[2].replace('"female"', "female", 1)
+    out.append(("objects-indent-0.json", ("\n".join(objects) + "\n").encode(), 20))
+    lines = _lines(_records("colon", 20))
+    lines[5] = lines[5][:lines[5].index('"site":') + 7]
+    out.append(("jsonl-saved-as-cut-after-colon.json", ("\n".join(lines) + "\n").encode(), 20))
+    # Stray closers and commas in arrays: one error row for the element they are in, or none (an
+    # empty slot is no element); index numbers stay element positions.
+    text = json.dumps(_records("stray", 30), indent=2).replace('"G-stray-9",', '"G-stray-9", "x": }}', 1)
+    out.append(("array-stray-closers-pretty.json", text.encode(), 30))
+    elements = _lines(_records("after", 20))
+    elements[4] += "}"
+    elements[7] += " ] :"
+    out.append(("array-stray-closer-after-element.json", _array(elements), 20))
+    elements = _lines(_records("slots", 20))
+    out.append(("array-empty-slots.json", ("[," + ",, ".join(elements[:10]) + ", " + ",,,".join(elements[10:]) + ",]").encode(), 20))
+    # A JSON array in a file named .jsonl: read as an array (a JSON Lines record cannot start with "[").
+    out.append(("array-named.jsonl", _array(_lines(_records("named", 25)), pretty=True), 25))
+
     # JSON Lines with old Mac (CR-only), Windows (CRLF) and mixed line endings.
     lines = _lines(_records("cr", 25))
     out.append(("cr-only.jsonl", "\r".join(lines).encode() + b"\r", 25))

@@ -555,3 +555,19 @@ def test_repeated_columns_are_named_only_when_they_look_like_field_paths() -> No
     assert "'site'" in message
     secret = "Jane Doe 1957-05-11"
     assert secret not in _header_error(f"candidate_id,{secret},{secret}\nA,B,C\n")
+
+
+@pytest.mark.parametrize("junk", ["]", "] :", "}", ": 5", "]]"])
+def test_junk_right_before_a_comma_does_not_swallow_the_next_element(junk: str) -> None:
+    e = _elements(4)
+    items, stream = _items("[" + e[0] + ", " + e[1] + " " + junk + ", " + e[2] + ", " + e[3] + "]", "x.json")
+    assert [i.position for i in items] == ["index 0", "index 1", "index 2", "index 3"] and stream.unread is None
+    assert [i.position for i in _errors(items)] == ["index 1"]
+    assert _good_ids(items) == ["P-0", "P-2", "P-3"]
+
+
+def test_an_array_followed_by_another_still_says_the_rest_is_unread() -> None:
+    e = _elements(6)
+    items, stream = _items("[" + ", ".join(e[:3]) + "]\n[" + ", ".join(e[3:]) + "]", "x.json")
+    assert _good_ids(items) == ["P-0", "P-1", "P-2"]
+    assert stream.unread is not None and "after the end of the JSON array" in stream.unread
