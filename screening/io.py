@@ -335,10 +335,11 @@ class _Scanner:
     bracket of the wrong kind closes up to its match; a stray one is ignored. Either marks the
     value ``bad``. Work is linear: compiled regexes jump between the characters that matter.
 
-    Two modes. A *value* (JSON objects one after another) ends where its depth returns to 0, or
-    before a line that starts with ``{`` after a string broken by a line break (a line cut short,
-    then the next record) — with ``lines`` (JSON Lines in a .json file: the value's first line
-    holds more than its ``{``), after any line break inside it. An array *element*
+    Two modes. A *value* (JSON objects one after another) ends where its depth returns to 0 and
+    the next record (``{``) or the end of the input follows — anything else after it is still
+    part of it (stray closers) — or before a line that starts with ``{`` after a string broken by
+    a line break (a line cut short, then the next record) — with ``lines`` (JSON Lines in a .json
+    file: the value's first line holds more than its ``{``), after any line break inside it. An array *element*
     (``element=True``) ends at the array's next ``,`` or ``]``: a ``}`` with nothing open is part
     of it, a ``,`` followed by a key (``"name":``) or a stray ``}`` is inside it, and so is a ``]`` with
     nothing open that is followed by ``,``, ``:``, ``}`` or ``]`` (else it ends the array). While such a ``,`` or
@@ -356,7 +357,7 @@ class _Scanner:
         self.element = element
         self.after_break = False  # value: a string just broke at a line end; does "{" start the next line?
         self.break_cr = False     # ... at a "\r" (a "\n" after it belongs to the same line end)
-        self.hold = -1            # element: the index of a "," or "]" at depth 0 that may end it
+        self.hold = -1            # the index of a "," or "]" (element), or of the end of depth 0 (value), that may end it
         self.hold_close = False   # ... it is a "]" (the array's end if only white space follows)
         self.lines = lines
         self.key_check = False    # element: the string after that "," is read; is it a key?
@@ -405,6 +406,11 @@ class _Scanner:
                 if i >= n:
                     return -1
                 c = s[i]
+                if not self.element:
+                    if c == "{":
+                        return self.hold  # the next record
+                    self.hold, self.bad = -1, True  # more of this one, after a stray closer
+                    continue
                 if self.hold_close:
                     if c not in _NOT_AFTER_ARRAY:
                         return self.hold  # the array's end (anything else after it is for the reader)
@@ -446,7 +452,7 @@ class _Scanner:
                         self.break_cr = c == "\r"
                 self.in_string = False
                 if not stack and not self.element:
-                    return i
+                    self.hold = i
                 continue
             m = outside.search(s, i)
             if m is None:
@@ -463,11 +469,12 @@ class _Scanner:
             elif c in "\n\r":  # (lines mode only) a line break: is the next line a record?
                 self.after_break = True
                 self.break_cr = c == "\r"
-            elif not stack:  # (element mode only) "]" may end the array; "}" is a stray closer
-                if c == "]":
+            elif not stack:  # a closer with nothing open
+                self.bad = True
+                if not self.element:
+                    self.hold = i
+                elif c == "]":  # perhaps the array's end
                     self.hold, self.hold_close = i - 1, True
-                else:
-                    self.bad = True
             else:
                 want = "[" if c == "]" else "{"
                 if stack[-1] == want:
@@ -480,7 +487,7 @@ class _Scanner:
                     self.bad = True
                     continue
                 if not stack and not self.element:
-                    return i
+                    self.hold = i
 
 
 class _Failure:
@@ -686,12 +693,11 @@ class _JsonReader:
                 continue
             at = self._at(result, start)
             begins = self._where(start)
-            # JSON Lines saved as .json: the record's first line holds more than its "{" (a
-            # pretty-printer breaks the line after it), so a line break may end a record cut short.
+            # JSON Lines saved as .json: the record's first line holds a key and its value, where a
+            # pretty-printer breaks the line after the "{"; so a line break may end a record cut short.
             end_of_line = self.buf.find("\n", start, start + _CHUNK)
-            if end_of_line < 0:
-                end_of_line = start + _CHUNK
-            lines = self.buf[start] == "{" and not self.buf[start + 1:end_of_line].isspace() and end_of_line > start + 1
+            lines = self.buf[start] == "{" and self.buf.find('":', start, end_of_line if end_of_line >= 0
+                                                             else start + _CHUNK) >= 0
             if not self._end_of_bad(start, (result.at if result.at is not None else start) + 1, lines=lines):
                 yield _unreadable(position, f"{result.message} {at}; the input ends inside this record, "
                                             "so the rest of the input cannot be read")

@@ -571,3 +571,14 @@ def test_an_array_followed_by_another_still_says_the_rest_is_unread() -> None:
     items, stream = _items("[" + ", ".join(e[:3]) + "]\n[" + ", ".join(e[3:]) + "]", "x.json")
     assert _good_ids(items) == ["P-0", "P-1", "P-2"]
     assert stream.unread is not None and "after the end of the JSON array" in stream.unread
+
+
+@pytest.mark.parametrize("layout", ["indent0", "pretty", "lines"])
+@pytest.mark.parametrize("stray", ["}", "]", "}}", "] }"])
+def test_stray_closers_in_an_object_among_objects_cost_that_object_only(layout: str, stray: str) -> None:
+    records = [dict(candidate_id=f"P-{i}", site="S", medications=[{"name": "a"}, {"name": "b"}]) for i in range(6)]
+    texts = [json.dumps(r, indent={"indent0": 0, "pretty": 2, "lines": None}[layout]) for r in records]
+    texts[2] = texts[2].replace('"name": "a"', '"name": "a"' + stray, 1)
+    items, stream = _items("\n".join(texts) + "\n", "objs.json")
+    assert [i.position for i in items] == [f"record {n}" for n in range(1, 7)] and stream.unread is None
+    assert [i.position for i in _errors(items)] == ["record 3"]
