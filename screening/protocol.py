@@ -672,6 +672,18 @@ def _surely(cond: Condition, fact: str, values: tuple[str, ...]) -> set[str]:
     return set()
 
 
+def _possibly(cond: Condition, fact: str, value: str) -> bool:
+    """Whether ``cond`` may hold when the enum ``fact`` is ``value`` (for some values of the other facts)."""
+    kind = cond[0]
+    if kind in ("all", "any"):
+        parts = [_possibly(c, fact, value) for c in cond[1]]
+        return all(parts) if kind == "all" else any(parts)
+    _, name, op, operand = cond
+    if name != fact:
+        return True
+    return bool(_surely(cond, fact, (value,)))
+
+
 _SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -984,6 +996,13 @@ class _Loader:
             for rule in crit.rules:
                 for value in _surely(rule.when, "consent", values):
                     covered[value].add(rule.status)
+        for crit in procedural:
+            for i, rule in enumerate(crit.rules):
+                if _possibly(rule.when, "consent", "signed"):
+                    raise self.fail("this rule may apply when consent is 'signed': candidates who consented "
+                                    "would be counted as withdrawn; a procedural rule must exclude signed consent "
+                                    "(test {consent: {in: [...]}} in it)", criterion=crit.id,
+                                    field=f"rules[{i}].when")
         for value, statuses in _CONSENT_NEEDS.items():
             if not covered[value] & set(statuses):
                 what = "fails (not_met)" if statuses == ("not_met",) else "stays open (unknown, review or not_met)"

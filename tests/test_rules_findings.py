@@ -694,3 +694,14 @@ def test_a_dollar_written_twice_is_a_dollar_sign(tmp_path: Path) -> None:
     def edit(data: dict[str, Any]) -> None:
         data["templates"]["condition_presence"]["default"]["reason"] = "${label} absent; costs $$5"
     assert load_ruleset(_variant(tmp_path, edit)).criteria["E1"].default.reason == "Hypothyroidism absent; costs $5"
+
+
+def test_a_procedural_rule_that_may_apply_to_signed_consent_is_refused(tmp_path: Path) -> None:
+    text = (rules_dir() / "nlc-k2" / "paper-2024.yaml").read_text(encoding="utf-8")
+    old = "when: {consent: {in: [declined, withdrawn]}}"
+    assert old in text
+    path = _copy_set(tmp_path, text.replace(old, "when: {any: [{consent: {in: [declined, withdrawn]}}, "
+                                                 "{age_years: {ge: 0}}]}"))
+    with pytest.raises(RuleDefinitionError, match=r"may apply when consent is 'signed'.*field 'rules\[0\]\.when'|"
+                                                 r"field 'rules\[0\]\.when'.*may apply when consent is 'signed'"):
+        load_ruleset(path)
