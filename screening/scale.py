@@ -312,9 +312,14 @@ class _Pipeline:
             finished = True
         finally:
             results = getattr(pool, "_result_queue", None)  # shutdown forgets it
+            manager = getattr(pool, "_executor_manager_thread", None)
             pool.shutdown(wait=finished, cancel_futures=True)
             if not finished:
                 _terminate(processes, results)
+                # Let the pool's manager thread finish before the interpreter exits: on Python 3.11 the
+                # exit hook of concurrent.futures can race its closing and print "Bad file descriptor".
+                if manager is not None:
+                    manager.join(timeout=5)
 
     def _block(self, result: tuple[bytes, bytes, bytes, int, int], items: list[Item] | None) -> Block:
         from .screen import DuplicateCheck
