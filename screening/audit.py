@@ -375,7 +375,7 @@ def _read_expectation_yaml(path: Path, display: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         raise fail(f"not valid YAML{at}: {exc.problem or exc.context}") from None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an integer over 4,300 digits
         raise fail("not valid YAML") from None
     finally:
         loader.dispose()

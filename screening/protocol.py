@@ -636,7 +636,7 @@ def read_yaml_file(path: Path, *, display: str | None = None) -> Any:
         raise RuleDefinitionError(str(exc) if exc.field else f"{shown} {exc}", file=shown, field=exc.field) from None
     except OSError as exc:
         raise RuleDefinitionError(f"cannot read: {exc.strerror}", file=shown) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: bad UTF-8, an integer over 4,300 digits
         raise RuleDefinitionError(f"not valid YAML: {exc}", file=shown) from None
 
 
@@ -670,6 +670,32 @@ def _surely(cond: Condition, fact: str, values: tuple[str, ...]) -> set[str]:
     if op == "not_in":
         return {v for v in values if v not in operand}
     return set()
+
+
+#: Box names a criteria set may not use: the error rows' category and the decision values.
+RESERVED_BOXES = frozenset({"error", "eligible", "excluded", "undetermined"})
+#: The most tests one rule's condition may hold, and the most alternatives it may spread into (an
+#: ``any`` adds its branches' alternatives, an ``all`` multiplies them, ``in`` is one test a value):
+#: the engine compiles a condition into one network node per test, and a condition of some
+#: hundreds of tests made it spin for minutes in C code, deaf to Ctrl-C. The shipped sets use 2.
+MAX_CONDITION_TESTS = 64
+
+
+def condition_size(cond: Condition) -> tuple[int, int]:
+    """(tests, alternatives) of a condition tree (see :data:`MAX_CONDITION_TESTS`); capped, never huge."""
+    kind = cond[0]
+    if kind in ("all", "any"):
+        sizes = [condition_size(c) for c in cond[1]]
+        tests = sum(t for t, _ in sizes)
+        if kind == "any":
+            return tests, sum(a for _, a in sizes)
+        alternatives = 1
+        for _, a in sizes:
+            alternatives = min(alternatives * a, 1 << 20)
+        return tests, alternatives
+    _, _, op, operand = cond
+    width = len(operand) if op in ("in", "not_in") else 1
+    return width, width if op == "in" else 1
 
 
 def _possibly(cond: Condition, fact: str, value: str) -> bool:
@@ -762,7 +788,7 @@ class _Loader:
             data = parse_yaml(raw.decode("utf-8"))
         except _Refused as exc:
             raise self.fail(str(exc), file=display, field=exc.field) from None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: bad UTF-8, an integer over 4,300 digits
             raise self.fail(f"not valid YAML: {exc}", file=display) from None
         if not isinstance(data, dict):
             raise self.fail("must be a mapping at the top level", file=display)
@@ -1036,6 +1062,11 @@ class _Loader:
                     raise self.fail(f"{sub!r} is already the name of a category or subcategory; every box needs a "
                                     f"name of its own (labels and counts are looked up by name)", field=where)
                 boxes.add(sub)
+        for box in sorted(boxes & RESERVED_BOXES):
+            where = "consort.categories" if box in cats else "consort.subcategories"
+            raise self.fail(f"{box!r} is reserved: rows for records that cannot be read carry category 'error', "
+                            f"and decisions are eligible, excluded or undetermined; name the box otherwise",
+                            field=where)
         labels = consort.get("labels", {})
         if not isinstance(labels, dict):
             raise self.fail("must map a category or subcategory to its label", field="consort.labels")
@@ -1337,8 +1368,13 @@ class _Loader:
             raise self.fail("must be {status, when, reason}", criterion=cid, field=where)
         self._keys(raw, {"status", "when", "reason"}, {"ask"}, where=where + ".", criterion=cid)
         asked = raw.get("ask")
-        return Rule(self._status(raw["status"], cid, f"{where}.status"),
-                    self._condition(raw["when"], cid, f"{where}.when"),
+        when = self._condition(raw["when"], cid, f"{where}.when")
+        tests, alternatives = condition_size(when)
+        if tests > MAX_CONDITION_TESTS or alternatives > MAX_CONDITION_TESTS:
+            raise self.fail(f"this condition is too large for the rules engine ({tests} tests, {alternatives} "
+                            f"alternatives once any/in are spread out; at most {MAX_CONDITION_TESTS} each): "
+                            f"split it into several rules", criterion=cid, field=f"{where}.when")
+        return Rule(self._status(raw["status"], cid, f"{where}.status"), when,
                     self._reason(raw["reason"], cid, f"{where}.reason"),
                     self._ask([] if asked is None else asked, cid, f"{where}.ask"))
 

@@ -705,3 +705,39 @@ def test_a_procedural_rule_that_may_apply_to_signed_consent_is_refused(tmp_path:
     with pytest.raises(RuleDefinitionError, match=r"may apply when consent is 'signed'.*field 'rules\[0\]\.when'|"
                                                  r"field 'rules\[0\]\.when'.*may apply when consent is 'signed'"):
         load_ruleset(path)
+
+
+@pytest.mark.parametrize("when", [
+    "{any: [" + ", ".join("{age_years: {eq: %d}}" % i for i in range(500)) + "]}",
+    "{age_years: {in: [" + ", ".join(str(i) for i in range(200)) + "]}}",
+    "{all: [" + ", ".join("{any: [{age_years: {eq: %d}}, {age_years: {eq: %d}}]}" % (i, i + 1) for i in range(8)) + "]}",
+])
+def test_a_condition_too_large_for_the_engine_is_refused(tmp_path: Path, when: str) -> None:
+    text = (rules_dir() / "nlc-k2" / "paper-2024.yaml").read_text(encoding="utf-8")
+    old = "when: {age_years: {lt: {param: min_age_years}}}"
+    assert old in text
+    path = _copy_set(tmp_path, text.replace(old, "when: " + when, 1))
+    with pytest.raises(RuleDefinitionError, match="too large for the rules engine"):
+        load_ruleset(path)
+
+
+def test_an_integer_too_long_for_python_is_a_clear_error(tmp_path: Path) -> None:
+    text = (rules_dir() / "nlc-k2" / "paper-2024.yaml").read_text(encoding="utf-8")
+    old = "min_age_years: 65"
+    assert old in text
+    path = _copy_set(tmp_path, text.replace(old, "min_age_years: " + "9" * 5000, 1))
+    with pytest.raises(RuleDefinitionError, match="not valid YAML"):
+        load_ruleset(path)
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("name: x\ncounts:\n  randomized: " + "9" * 5000 + "\n", encoding="utf-8")
+    from screening.audit import load_expectation
+    with pytest.raises(RuleDefinitionError, match="not valid YAML"):
+        load_expectation(str(flow))
+
+
+@pytest.mark.parametrize("box", ["error", "excluded"])
+def test_a_reserved_box_name_is_refused(tmp_path: Path, box: str) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["consort"]["categories"].append(box)
+    with pytest.raises(RuleDefinitionError, match=f"'{box}' is reserved"):
+        load_ruleset(_variant(tmp_path, edit))
