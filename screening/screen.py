@@ -204,8 +204,12 @@ class DuplicateCheck:
 
     @classmethod
     def counts(cls, row: Mapping[str, Any]) -> bool:
-        """Whether a row takes part: an error row whose id is only its position does not."""
-        return not (row.get("decision") == "error" and str(row.get("candidate_id", "")).startswith(cls._KINDS))
+        """Whether a row takes part: an error row whose id is only its position (its message then
+        starts ``line 7:``; a record's own id, even ``line 7``, reads ``line 2, candidate line 7:``) does not."""
+        if row.get("decision") != "error":
+            return True
+        cid = str(row.get("candidate_id", ""))
+        return not (cid.startswith(cls._KINDS) and str(row.get("error", "")).startswith(cid + ":"))
 
     @classmethod
     def row_key(cls, row: Mapping[str, Any]) -> tuple[int, int]:

@@ -126,7 +126,7 @@ def test_an_error_row_then_a_decision_for_the_same_candidate_counts_once_as_the_
 def test_error_rows_known_only_by_position_are_never_merged(rows: list[dict[str, Any]], paper: Any) -> None:
     stamp = rows[0]["ruleset"]
     errors = [{"candidate_id": f"{kind} 3", "site": None, "decision": "error", "category": "error",
-               "error": "not valid JSON", "ruleset": stamp} for kind in ("line", "index", "record")]
+               "error": f"{kind} 3: not valid JSON", "ruleset": stamp} for kind in ("line", "index", "record")]
     counts = audit.count(errors + copy.deepcopy(errors), paper)
     assert counts.flat()["errors"] == 6
     assert counts.superseded == 0

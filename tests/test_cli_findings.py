@@ -77,3 +77,22 @@ def test_audit_counts_a_fixed_record_once_even_when_its_error_row_lost_the_site(
     # a decision first and an error row after it: the error row is the latest word, counted as such
     report = json.loads(runner.invoke(cli.main, ["audit", "-", "--format", "json"], input=fixed + broken).stdout)
     assert report["counts"]["assessed"] + report["counts"]["errors"] == 2
+
+
+def test_audit_merges_a_real_id_that_looks_like_a_position() -> None:
+    from .conftest import base_record
+
+    runner = CliRunner()
+    broken = json.dumps(base_record(candidate_id="line 9", screening_start="2023-02-30")) + "\n"
+    fixed = json.dumps(base_record(candidate_id="line 9")) + "\n"
+    rows = runner.invoke(cli.main, ["screen", "-", "--format", "jsonl"], input=broken + fixed).stdout
+    assert "a second record for candidate line 9" in rows.splitlines()[1]
+    report = json.loads(runner.invoke(cli.main, ["audit", "-", "--format", "json"], input=rows).stdout)
+    assert report["rows"]["superseded"] == 1 and report["counts"]["errors"] == 0
+    # a row named by its position (its id could not be read) still never merges
+    unreadable = runner.invoke(cli.main, ["screen", "-", "--format", "jsonl", "--input-format", "jsonl"],
+                               input="{bad\n").stdout
+    assert json.loads(unreadable)["candidate_id"] == "line 1"
+    report = json.loads(runner.invoke(cli.main, ["audit", "-", "--format", "json"],
+                                      input=unreadable + unreadable).stdout)
+    assert report["counts"]["errors"] == 2 and report["rows"]["superseded"] == 0
