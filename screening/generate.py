@@ -117,6 +117,8 @@ def parse_mix(text: str | None) -> dict[str, float]:
     total = sum(weights.values())
     if total <= 0:
         raise ValueError("the mix needs at least one positive weight")
+    if total == float("inf"):
+        raise ValueError("the weights add up to more than a number can hold; use weights such as 0.6")
     return {k: v / total for k, v in weights.items()}
 
 

@@ -77,3 +77,12 @@ def test_generate_command(tmp_path) -> None:
     assert len(target.read_text(encoding="utf-8").splitlines()) == 5
     bad = runner.invoke(cli.main, ["generate", "--n", "5", "--mix", "nope=1"])
     assert bad.exit_code == 2 and "--mix" in bad.output
+
+
+def test_weights_too_large_to_add_up_are_a_usage_error() -> None:
+    from click.testing import CliRunner
+
+    import cli
+
+    result = CliRunner().invoke(cli.main, ["generate", "--n", "3", "--mix", "eligible=1e308,error=1e308"])
+    assert result.exit_code == 2 and "more than a number can hold" in result.output
