@@ -93,6 +93,23 @@ class RecordStream(Iterator[Item]):
         return next(self._items)
 
 
+_OTHER_ENCODINGS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+                    (b"\xfe\xff", "UTF-16"))
+
+
+def foreign_encoding(head: bytes) -> str | None:
+    """Why the first bytes of an input show it is not UTF-8 text (a UTF-16 or UTF-32 byte-order mark,
+    or NUL bytes among the first four, as UTF-16/32 text without one has), or None."""
+    for mark, encoding in _OTHER_ENCODINGS:
+        if head.startswith(mark):
+            return (f"the input is {encoding} text (it starts with a {encoding} byte-order mark); nlc-screen "
+                    f"reads UTF-8: save the file as UTF-8 and screen it again")
+    if b"\x00" in head[:4]:
+        return ("the input is not UTF-8 text (NUL bytes among its first characters: UTF-16 or UTF-32?); nlc-screen "
+                "reads UTF-8: save the file as UTF-8 and screen it again")
+    return None
+
+
 def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: str | None = None) -> RecordStream:
     """One :class:`Item` per record in a stream (format given, or detected), as a :class:`RecordStream`.
 
@@ -107,8 +124,14 @@ def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: s
     """
     binary = isinstance(stream.read(0), bytes)
     head: Any = b"" if binary else ""
-    if fmt is None:
+    if binary:
         head = stream.read(_CHUNK)
+        problem = foreign_encoding(head)
+        if problem:
+            raise InputFormatError(problem)
+    if fmt is None:
+        if not binary:
+            head = stream.read(_CHUNK)
         fmt = detect_format(name, head.decode("utf-8", "replace") if binary else head)
     if fmt not in FORMATS:
         raise InputFormatError(f"unknown input format {fmt!r}{did_you_mean(fmt, FORMATS)}; use one of {', '.join(FORMATS)}")

@@ -61,7 +61,7 @@ from typing import Any
 import orjson
 
 from .errors import ScreeningError, WorkerError
-from .io import Item, detect_format, jsonl_line_count, read_jsonl_lines
+from .io import Item, detect_format, foreign_encoding, jsonl_line_count, read_jsonl_lines
 from .protocol import Ruleset
 
 #: Records per chunk sent to a worker: large enough to amortise the inter-process traffic, small
@@ -424,10 +424,12 @@ def shardable(path: str | None, fmt: str | None) -> bool:
     """Whether workers can read an input themselves: a regular file of JSON Lines."""
     if not path or not os.path.isfile(path):
         return False
-    if fmt is not None:
-        return fmt == "jsonl"
     with open(path, "rb") as f:
         head = f.read(1 << 16)
+    if foreign_encoding(head):  # the main process reads it, and refuses it
+        return False
+    if fmt is not None:
+        return fmt == "jsonl"
     return detect_format(path, head.decode("utf-8", "replace")) == "jsonl"
 
 

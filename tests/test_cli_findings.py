@@ -96,3 +96,24 @@ def test_audit_merges_a_real_id_that_looks_like_a_position() -> None:
     report = json.loads(runner.invoke(cli.main, ["audit", "-", "--format", "json"],
                                       input=unreadable + unreadable).stdout)
     assert report["counts"]["errors"] == 2 and report["rows"]["superseded"] == 0
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_utf16_and_utf32_inputs_are_refused_naming_the_encoding(tmp_path, encoding: str, suffix: str,
+                                                                workers: str) -> None:
+    from .conftest import base_record
+
+    records = [base_record(candidate_id=f"U{i}") for i in range(2)]
+    if suffix == ".csv":
+        text = "candidate_id,screening_start\nU0,2023-03-01\nU1,2023-03-01\n"
+    elif suffix == ".json":
+        text = json.dumps(records)
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in records)
+    path = tmp_path / f"in{suffix}"
+    path.write_bytes(text.encode(encoding))
+    result = CliRunner().invoke(cli.main, ["screen", str(path), "--format", "jsonl", "--workers", workers])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "save the file as UTF-8" in result.stderr
