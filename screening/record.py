@@ -18,6 +18,7 @@ import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -48,6 +49,17 @@ class _Model(BaseModel):
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+def _not_blank(value: str) -> str:
+    if value and not value.strip():
+        raise ValueError("holds only spaces; give the id or name, or leave the field out")
+    return value
+
+
+#: An identifier or name that, when given, holds more than spaces (a blank id would print as an
+#: indented line of the candidate above it, and cannot be told from "no site").
+Named = Annotated[str, AfterValidator(_not_blank)]
 #: A calendar date in a range where date arithmetic (D0 + 14, look-backs) cannot overflow.
 Date = Annotated[dt.date, Field(ge=dt.date(1800, 1, 1), le=dt.date(2199, 12, 31))]
 
@@ -147,8 +159,8 @@ class Medication(_Model):
 class CandidateRecord(_Model):
     """One candidate, v1. Required: candidate_id and screening_start (D0)."""
 
-    candidate_id: NonEmpty
-    site: str | None = None
+    candidate_id: Annotated[NonEmpty, AfterValidator(_not_blank)]
+    site: Named | None = None
     screening_start: Date
     enrollment_date: Date | None = None
     birth_date: Date | None = None
@@ -487,9 +499,10 @@ def _record_error(problems: list[FieldProblem], data: Any, position: str | None)
     if isinstance(data, dict):
         repeats = data.repeats if isinstance(data, _Object) else {}
         cid = data.get("candidate_id")
-        candidate_id = cid if isinstance(cid, str) and cid and "candidate_id" not in repeats and _is_text(cid) else None
+        candidate_id = (cid if isinstance(cid, str) and cid.strip() and "candidate_id" not in repeats and _is_text(cid)
+                        else None)
         s = data.get("site")
-        site = s if isinstance(s, str) and "site" not in repeats and _is_text(s) else None
+        site = s if isinstance(s, str) and s.strip() and "site" not in repeats and _is_text(s) else None
     return CandidateRecordError(problems, position=position, candidate_id=candidate_id, site=site)
 
 

@@ -117,3 +117,16 @@ def test_utf16_and_utf32_inputs_are_refused_naming_the_encoding(tmp_path, encodi
     result = CliRunner().invoke(cli.main, ["screen", str(path), "--format", "jsonl", "--workers", workers])
     assert result.exit_code == 1 and result.stdout == ""
     assert "save the file as UTF-8" in result.stderr
+
+
+@pytest.mark.parametrize("field, value", [("candidate_id", "   "), ("candidate_id", "\t"), ("site", "  ")])
+def test_an_id_or_site_of_only_spaces_is_an_error_row_naming_it(field: str, value: str) -> None:
+    from .conftest import base_record
+
+    record = base_record(candidate_id="B1")
+    record[field] = value
+    result = CliRunner().invoke(cli.main, ["screen", "-", "--format", "jsonl"], input=json.dumps(record) + "\n")
+    row = _jsonl(result.stdout)[0]
+    assert result.exit_code == 3 and row["decision"] == "error"
+    assert row["error_fields"] == [field] and "holds only spaces" in row["error"]
+    assert row["candidate_id"].strip() and (row["site"] is None or row["site"].strip())
