@@ -11,10 +11,12 @@ never values; an unknown key's name is shown only when it is a short identifier.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import types
 import typing
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -332,42 +334,64 @@ def problems_from_validation(error: ValidationError, text: str | bytes | None = 
 # text). Otherwise the text is read again, keeping every key (about as slow as validating it).
 
 
-def _keys_read(record: CandidateRecord) -> int:
-    """How many keys of the JSON text set a field of ``record`` (or of the objects inside it).
-
-    tests/test_record_findings.py checks this against a record with every field set, so a new
-    nested object in the model cannot be missed here.
-    """
-    n = len(record.__pydantic_fields_set__)
-    diary = record.diary
-    if diary is not None:
-        n += len(diary.__pydantic_fields_set__)
-        if diary.episodes:
-            for episode in diary.episodes:
-                n += len(episode.__pydantic_fields_set__)
-    nlc = record.nlc_assessment
-    if nlc is not None:
-        n += len(nlc.__pydantic_fields_set__)
-        if nlc.differentials is not None:
-            n += len(nlc.differentials.__pydantic_fields_set__)
-    if record.conditions is not None:
-        n += len(record.conditions.__pydantic_fields_set__)
-    if record.medications:
-        for med in record.medications:
-            n += len(med.__pydantic_fields_set__)
-    return n
+@functools.cache
+def _shape(model: type[BaseModel]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A model's fields that hold objects (or lists of them), and those that hold text."""
+    nested = tuple(name for name, field in model.model_fields.items() if _inner_model(field.annotation) is not None)
+    texts = tuple(name for name, field in model.model_fields.items() if str in _base_types(field.annotation))
+    return nested, texts
 
 
-def _colons_in_values(record: CandidateRecord) -> int:
-    """The colons in the record's text values (codes, dates and enumerations cannot hold one)."""
-    n = record.candidate_id.count(":")
-    if record.site:
-        n += record.site.count(":")
-    if record.conditions is not None and record.conditions.malignant_tumor_site:
-        n += record.conditions.malignant_tumor_site.count(":")
-    for med in record.medications or ():
-        n += med.name.count(":")
-    return n
+def _set_models(record: BaseModel) -> Iterator[BaseModel]:
+    """The record and every object inside it that the text set (lists entered), whatever the model."""
+    stack = [record]
+    while stack:
+        model = stack.pop()
+        yield model
+        for name in _shape(type(model))[0]:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                stack.append(value)
+            elif value:
+                stack.extend(value)
+
+
+@functools.cache
+def _key_counter(cls: type[BaseModel]) -> Callable[[BaseModel], int]:
+    """A function counting the fields set in an instance of ``cls`` and in the objects inside it,
+    built once per model class from its fields (so it follows the model, at hand-written speed)."""
+    parts: list[tuple[str, bool, Callable[[BaseModel], int]]] = []
+    for name in _shape(cls)[0]:
+        annotation = cls.model_fields[name].annotation
+        inner = _inner_model(annotation)
+        assert inner is not None
+        parts.append((name, list in _base_types(annotation), _key_counter(inner)))
+
+    def count(model: BaseModel) -> int:
+        n = len(model.__pydantic_fields_set__)
+        for name, is_list, child in parts:
+            value = getattr(model, name)
+            if value is None:
+                continue
+            if is_list:
+                for item in value:
+                    n += child(item)
+            else:
+                n += child(value)
+        return n
+
+    return count
+
+
+def _keys_read(record: BaseModel) -> int:
+    """How many keys of the JSON text set a field of ``record`` or of the objects inside it."""
+    return _key_counter(type(record))(record)
+
+
+def _colons_in_values(record: BaseModel) -> int:
+    """The colons in the record's text values (dates and numbers cannot hold one)."""
+    return sum(value.count(":") for model in _set_models(record) for name in _shape(type(model))[1]
+               if isinstance(value := getattr(model, name), str))
 
 
 def _may_repeat_keys(text: str | bytes, record: CandidateRecord) -> bool:
