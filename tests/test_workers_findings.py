@@ -30,7 +30,6 @@ from screening.screen import DuplicateCheck
 from .conftest import ROOT, as_text, base_record
 
 CLI = [sys.executable, str(ROOT / "cli.py")]
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork-based worker pool")
 
 
 # ---------------------------------------------------------------------------------------------
