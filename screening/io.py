@@ -7,11 +7,10 @@ after it. When the rest of an input truly cannot be told apart (a JSON array ele
 ends), :func:`read_records`' :class:`RecordStream` says so in ``unread``. Memory stays flat: JSON
 Lines and CSV are read line by line, JSON element by element, each decoded once (linear time).
 
-CSV input: one row per candidate, columns named by record field paths (``candidate_id``,
-``screening_start``, ``diary.nights_recorded``, ``conditions.hypothyroidism``,
-``nlc_assessment.differentials.restless_legs`` …). An empty cell is unknown. ``true``/``false`` for
-booleans, whole numbers for integers. The list fields ``diary.episodes`` and ``medications`` hold
-JSON text (an array of objects). See docs/csv.md.
+CSV input: one row per candidate, columns named by the record's field paths (``candidate_id``,
+``screening_start``, nested fields written ``object.field``; ``nlc-screen schema`` lists them). An
+empty cell is unknown. ``true``/``false`` for booleans, whole numbers for integers. A list field
+(a list of objects in the record model) holds JSON text: an array of objects. See docs/csv.md.
 """
 
 from __future__ import annotations
