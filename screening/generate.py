@@ -5,13 +5,13 @@ Each record is built for one intended outcome, drawn from a controllable mix::
     nlc-screen generate --n 100000 --seed 7 -o candidates.jsonl
     nlc-screen generate --n 1000 --mix eligible=0.5,undetermined=0.3,meeting_exclusion=0.2
 
-Outcomes (the mix keys) and what screening under the paper-2024 criteria gives for them:
+Outcomes (the mix keys) and what screening under the pack's default criteria set gives for them:
 
 =========================  ==================================================================
 ``eligible``               decision ``eligible`` (consent signed: randomized; pending: pending)
 ``not_meeting_inclusion``  excluded, an inclusion criterion not met (age, diary, NLC assessment)
-``meeting_exclusion``      excluded, one exclusion met (a listed condition, a malignant tumour,
-                           a diuretic, a vitamin K antagonist or vitamin K2 taken ongoing)
+``meeting_exclusion``      excluded, one exclusion met (a listed condition, a malignancy,
+                           or a medicine of an excluding class taken ongoing)
 ``withdrawal``             excluded, consent declined or withdrawn
 ``undetermined``           undetermined: something is missing or needs the investigator
 ``error``                  the record cannot be read (a wrong type, a typo'd field, a missing
@@ -22,7 +22,8 @@ Keys left out of ``--mix`` get weight 0; the weights are normalised, so ``eligib
 75 % / 25 %. Each record's outcome is drawn independently, so the counts follow the mix up to
 sampling noise. The thresholds the records are built around (minimum age, diary window, minimum
 episodes, enrollment offset, study window) are read from the ruleset's parameters, never written
-here; exposures to excluding drugs are ongoing, so they fall inside any look-back.
+here; exposures to excluding drugs are ongoing, so they fall inside any look-back. The words — sites,
+medicines, conditions — come from the trial pack's ``generator.yaml`` (:func:`load_vocabulary`).
 
 Standard library only (plus the ruleset loader); the same ``(n, seed, mix)`` always gives the same
 bytes. Reuses no code from fixtures/figure1/generate.py.
@@ -34,8 +35,10 @@ import datetime as dt
 import json
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
+from .errors import RuleDefinitionError
 from .record import CONDITION_KEYS, DIFFERENTIAL_KEYS
 
 OUTCOMES = ("eligible", "not_meeting_inclusion", "meeting_exclusion", "withdrawal", "undetermined", "error")
@@ -53,43 +56,56 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
 }
 
 _DAY = dt.timedelta(days=1)
-_SITES = (("CD", "Third People's Hospital of Chengdu"), ("NC", "Affiliated Hospital of North Sichuan Medical College"),
-          ("WH", "Wuhan Union Hospital"), ("GZ", "First Affiliated Hospital of Guangzhou Medical University"),
-          ("SH", "Shanghai Sixth People's Hospital"))
-_SITE_WEIGHTS = (0.34, 0.24, 0.16, 0.14, 0.12)
-# Everyday medicines of older adults, none of them a diuretic, vitamin K antagonist or vitamin K:
-# (English name, Chinese name, ATC, RxNorm ingredient or None).
-_ROUTINE = (
-    ("amlodipine besylate 5 mg", "苯磺酸氨氯地平片", "C08CA01", "17767"),
-    ("nifedipine controlled-release 30 mg", "硝苯地平控释片", "C08CA05", None),
-    ("losartan potassium 50 mg", "氯沙坦钾片", "C09CA01", "52175"),
-    ("valsartan 80 mg", "缬沙坦胶囊", "C09CA03", None),
-    ("metoprolol succinate 47.5 mg", "琥珀酸美托洛尔缓释片", "C07AB02", None),
-    ("metformin hydrochloride 500 mg", "盐酸二甲双胍片", "A10BA02", "6809"),
-    ("acarbose 50 mg", "阿卡波糖片", "A10BF01", None),
-    ("empagliflozin 10 mg", "恩格列净片", "A10BK03", "1545653"),
-    ("atorvastatin calcium 20 mg", "阿托伐他汀钙片", "C10AA05", "83367"),
-    ("rosuvastatin calcium 10 mg", "瑞舒伐他汀钙片", "C10AA07", None),
-    ("aspirin enteric-coated 100 mg", "阿司匹林肠溶片", "B01AC06", "1191"),
-    ("apixaban 2.5 mg", "阿哌沙班片", "B01AF02", "1364430"),
-    ("omeprazole 20 mg", "奥美拉唑肠溶胶囊", "A02BC01", None),
-    ("calcium carbonate and vitamin D3", "碳酸钙D3片", "A12AX", None),
-    ("celecoxib 200 mg", "塞来昔布胶囊", "M01AH01", None),
-    ("mecobalamin 0.5 mg", "甲钴胺片", "B03BA05", None),
-)
-# Medicines that exclude (E13 diuretic, E14 vitamin K antagonist, E15 vitamin K2), as recorded in
-# real notes: some with codes, some by name only.
-_DIURETICS = (
-    ("furosemide 20 mg", "C03CA01", "4603"), ("hydrochlorothiazide 25 mg", "C03AA03", None),
-    ("spironolactone 20 mg", "C03DA01", "9997"), ("indapamide sustained-release 1.5 mg", None, None),
-    ("螺内酯片", None, None), ("losartan/hydrochlorothiazide 50/12.5 mg", None, None),
-)
-_VKAS = (("warfarin sodium 2.5 mg", "B01AA03", "11289"), ("华法林钠片", None, None), ("acenocoumarol 1 mg", "B01AA07", None))
-_K2 = (("Vitamin K2 (MK-7) 100 µg", None, None), ("menatetrenone 15 mg", "M05BX08", None), ("维生素K2软胶囊", None, None))
-_EXPOSURE_KINDS = (_DIURETICS, _VKAS, _K2)
-_SECONDARY = tuple(k for k in CONDITION_KEYS if k not in ("malignant_tumor", "peritoneal_dialysis"))
-_ASSESSED = _SECONDARY + ("malignant_tumor",)  # a missing key leaves its criterion unknown
-_TUMOUR_SITES = ("lung", "colorectal", "breast", "prostate", "gastric", "liver", "肺癌")
+#: The file of a trial pack that holds its synthetic candidates' vocabulary.
+VOCABULARY_FILE = "generator.yaml"
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What synthetic candidates of one trial are made of (its pack's ``generator.yaml``)."""
+
+    sites: tuple[tuple[str, str], ...]                       # (id prefix, site name)
+    site_weights: tuple[float, ...]
+    routine: tuple[tuple[str, str, str, str | None], ...]    # (name, Chinese name, ATC, RxNorm): exclude no one
+    excluding: tuple[tuple[tuple[str, str | None, str | None], ...], ...]  # per look-back exclusion: (name, ATC, RxNorm)
+    secondary: tuple[str, ...]                               # condition keys that exclude as a secondary cause
+    tumour_field: str
+    tumour_site_field: str
+    tumour_sites: tuple[str, ...]
+
+
+def load_vocabulary(ruleset: Any) -> Vocabulary:
+    """The vocabulary in the pack of ``ruleset`` (a loose set uses the default set's pack).
+
+    :raises RuleDefinitionError: the file is missing or malformed (names the file and field).
+    """
+    from .protocol import load_ruleset, read_yaml_file
+
+    folder = getattr(ruleset, "pack_dir", None) or load_ruleset().pack_dir
+    if folder is None:
+        raise RuleDefinitionError("the criteria set belongs to no trial pack with a synthetic-candidate vocabulary")
+    path = folder / VOCABULARY_FILE
+    shown = str(path)
+    if not path.is_file():
+        raise RuleDefinitionError("the trial pack has no synthetic-candidate vocabulary", file=shown)
+    data = read_yaml_file(path, display=shown)
+    try:
+        tumour = data["tumour"]
+        return Vocabulary(
+            sites=tuple((str(s["code"]), str(s["name"])) for s in data["sites"]),
+            site_weights=tuple(float(s["weight"]) for s in data["sites"]),
+            routine=tuple((str(m["name"]), str(m["name_zh"]), str(m["atc"]),
+                           str(m["rxnorm"]) if m.get("rxnorm") else None) for m in data["routine_medicines"]),
+            excluding=tuple(tuple((str(m["name"]), m.get("atc"), m.get("rxnorm")) for m in kind)
+                            for kind in data["excluding_medicines"]),
+            secondary=tuple(str(k) for k in data["secondary_conditions"]),
+            tumour_field=str(tumour["status_field"]),
+            tumour_site_field=str(tumour["site_field"]),
+            tumour_sites=tuple(str(t) for t in tumour["sites"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RuleDefinitionError(f"not a synthetic-candidate vocabulary ({type(exc).__name__}: {exc})",
+                                  file=shown) from None
 
 
 def parse_mix(text: str | None) -> dict[str, float]:
@@ -123,8 +139,9 @@ def parse_mix(text: str | None) -> dict[str, float]:
 
 
 class _Builder:
-    def __init__(self, rng: random.Random, params: dict[str, Any], seed: int) -> None:
+    def __init__(self, rng: random.Random, params: dict[str, Any], seed: int, vocabulary: Vocabulary) -> None:
         self.rng = rng
+        self.vocab = vocabulary
         self.min_age = int(params["min_age_years"])
         self.window = int(params["diary_window_nights"])
         self.min_episodes = int(params["min_episodes"])
@@ -166,7 +183,8 @@ class _Builder:
         chinese = rng.random() < 0.3
         meds = []
         for _ in range(min(6, int(rng.expovariate(1 / 2.2)))):
-            en, zh, atc, rx = _ROUTINE[rng.randrange(len(_ROUTINE))]
+            routine = self.vocab.routine
+            en, zh, atc, rx = routine[rng.randrange(len(routine))]
             med: dict[str, Any] = {"name": zh if chinese else en}
             if rng.random() < 0.85:
                 med["atc"] = atc
@@ -185,7 +203,8 @@ class _Builder:
         """A candidate who meets every criterion (consent signed or pending)."""
         rng = self.rng
         d0 = dt.date.fromordinal(rng.randint(self.first_d0, self.last_d0))
-        code, site = _SITES[rng.choices(range(len(_SITES)), _SITE_WEIGHTS)[0]]
+        sites = self.vocab.sites
+        code, site = sites[rng.choices(range(len(sites)), self.vocab.site_weights)[0]]
         age = self.min_age + min(int(rng.gammavariate(1.9, 4.1)), 30)
         count = self.min_episodes + min(int(rng.expovariate(1 / 3.5)), self.window - self.min_episodes)
         record: dict[str, Any] = {
@@ -231,13 +250,14 @@ class _Builder:
             return r
         if outcome == "meeting_exclusion":
             which = rng.randrange(6)
+            vocab = self.vocab
             if which <= 1:
-                r["conditions"][_SECONDARY[rng.randrange(len(_SECONDARY))]] = "active"
+                r["conditions"][vocab.secondary[rng.randrange(len(vocab.secondary))]] = "active"
             elif which == 2:
-                r["conditions"]["malignant_tumor"] = "active"
-                r["conditions"]["malignant_tumor_site"] = _TUMOUR_SITES[rng.randrange(len(_TUMOUR_SITES))]
+                r["conditions"][vocab.tumour_field] = "active"
+                r["conditions"][vocab.tumour_site_field] = vocab.tumour_sites[rng.randrange(len(vocab.tumour_sites))]
             else:
-                name, atc, rx = rng.choice(_EXPOSURE_KINDS[which - 3])
+                name, atc, rx = rng.choice(vocab.excluding[which - 3])
                 med: dict[str, Any] = {"name": name}
                 if atc:
                     med["atc"] = atc
@@ -264,9 +284,10 @@ class _Builder:
                               "episodes": self.episodes(d0, rng.randint(0, self.min_episodes - 1),
                                                         self.window - 1)}
             elif which == 3:
-                del r["conditions"][_ASSESSED[rng.randrange(len(_ASSESSED))]]
+                assessed = self.vocab.secondary + (self.vocab.tumour_field,)  # a missing key leaves it unknown
+                del r["conditions"][assessed[rng.randrange(len(assessed))]]
             elif which == 4:
-                r["conditions"][_SECONDARY[rng.randrange(len(_SECONDARY))]] = "history"
+                r["conditions"][self.vocab.secondary[rng.randrange(len(self.vocab.secondary))]] = "history"
             elif which == 5:
                 del r["medication_history_taken"]
             elif which == 6:
@@ -302,7 +323,7 @@ def generate(n: int, *, seed: int = 0, mix: dict[str, float] | str | None = None
         from .protocol import load_ruleset
         ruleset = load_ruleset()
     rng = random.Random(seed)
-    builder = _Builder(rng, ruleset.parameters, seed)
+    builder = _Builder(rng, ruleset.parameters, seed, load_vocabulary(ruleset))
     outcomes = [k for k in OUTCOMES if weights[k] > 0]
     cumulative: list[float] = []
     total = 0.0

@@ -86,3 +86,23 @@ def test_weights_too_large_to_add_up_are_a_usage_error() -> None:
 
     result = CliRunner().invoke(cli.main, ["generate", "--n", "3", "--mix", "eligible=1e308,error=1e308"])
     assert result.exit_code == 2 and "more than a number can hold" in result.output
+
+
+def test_the_words_come_from_the_trial_pack(tmp_path) -> None:
+    """Sites and medicines are the pack's generator.yaml: change it in a copy, the records follow."""
+    import shutil
+
+    import screening
+    from screening.generate import generate
+
+    pack = tmp_path / "pack"
+    shutil.copytree(screening.load_ruleset().pack_dir, pack)
+    vocab = (pack / "generator.yaml").read_text(encoding="utf-8")
+    (pack / "generator.yaml").write_text(vocab.replace("Third People's Hospital of Chengdu", "Test Site A"),
+                                         encoding="utf-8")
+    ruleset = screening.load_ruleset(str(pack / "paper-2024.yaml"))
+    sites = {record["site"] for _, record in generate(300, seed=1, ruleset=ruleset)}
+    assert "Test Site A" in sites and "Third People's Hospital of Chengdu" not in sites
+    (pack / "generator.yaml").write_text("sites: 5\n", encoding="utf-8")
+    with pytest.raises(screening.RuleDefinitionError, match="generator.yaml"):
+        list(generate(1, seed=1, ruleset=screening.load_ruleset(str(pack / "paper-2024.yaml"))))
