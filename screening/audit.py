@@ -24,19 +24,15 @@ held (identical contributions are shared), about 150–250 bytes per distinct ca
 from __future__ import annotations
 
 import json
-import os
-import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-import yaml
-
 from .errors import InputFormatError, RuleDefinitionError, did_you_mean
 from .output import visible
-from .protocol import STATUSES, Ruleset, available_packs
+from .protocol import STATUSES, Ruleset, available_packs, read_yaml_file
 from .screen import DuplicateCheck
 
 
@@ -307,78 +303,13 @@ def _check_row(row: Any, where: str) -> dict[str, Any]:
     return row
 
 
-#: An expectation file is a few hundred bytes; anything far larger is not one.
-_MAX_EXPECTATION_BYTES = 64 * 1024
 _EXPECTATION_KEYS = ("name", "title", "counts")
 
 
-class _ExpectationLoader(yaml.SafeLoader):
-    """Safe YAML without aliases (no alias bombs); duplicate keys are found on the node tree."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed",
-                                              self.peek_event().start_mark)  # type: ignore[no-untyped-call]
-        return super().compose_node(parent, index)
-
-
-def _duplicate_key(node: yaml.Node, where: str) -> str | None:
-    """The field path of the first key repeated in a mapping, or None."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            path = f"{where}{key.value}"
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    return path
-                seen.add(key.value)
-            found = _duplicate_key(value, path + ".")
-            if found:
-                return found
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            found = _duplicate_key(item, f"{where}{i}.")
-            if found:
-                return found
-    return None
-
-
 def _read_expectation_yaml(path: Path, display: str) -> Any:
-    def fail(message: str, field: str | None = None) -> RuleDefinitionError:
-        return RuleDefinitionError(message, file=display, field=field)
-
-    try:
-        if not path.is_file():
-            raise fail("not a regular file" if path.exists() else "no such file")
-        with path.open("rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise fail("not a regular file")
-            raw = handle.read(_MAX_EXPECTATION_BYTES + 1)
-    except OSError as exc:
-        raise fail(f"cannot read: {exc.strerror}") from None
-    if len(raw) > _MAX_EXPECTATION_BYTES:
-        raise fail(f"larger than {_MAX_EXPECTATION_BYTES // 1024} KB; not an expected flow")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise fail("not valid UTF-8") from None
-    loader = _ExpectationLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        duplicate = _duplicate_key(node, "")
-        if duplicate:
-            raise fail("the same key appears twice", field=duplicate[:80])
-        return loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise fail(f"not valid YAML{at}: {exc.problem or exc.context}") from None
-    except (yaml.YAMLError, ValueError):  # ValueError: an integer over 4,300 digits
-        raise fail("not valid YAML") from None
-    finally:
-        loader.dispose()
+    """An expectation file, read under the rules files' limits (regular file, size, no aliases, no
+    duplicate keys): :func:`screening.protocol.read_yaml_file`."""
+    return read_yaml_file(path, display=display)
 
 
 def _find_expectation(spec: str, ruleset: Ruleset | None) -> Path:

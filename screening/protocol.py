@@ -608,7 +608,7 @@ def parse_yaml(text: str) -> Any:
                     if first is not None:
                         raise _Refused(f"duplicate key {_show(key)} at line {key_node.start_mark.line + 1} (first at "
                                        f"line {first.start_mark.line + 1}); YAML would silently keep only the last",
-                                       _path(where))
+                                       _path((where, key)))
                     keys[key] = key_node
                     children.append((value_node, (where, key), depth + 1))
                 stack.extend(reversed(children))  # document order, so an alias is found where it is used

@@ -362,7 +362,7 @@ def test_read_yaml_file_applies_the_same_limits_to_other_rules_files(tmp_path: P
     assert read_yaml_file(good) == {"name": "x", "counts": {"a": 1}}
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ncounts: {a: 1, a: 2}\n", encoding="utf-8")
-    with pytest.raises(RuleDefinitionError, match=r"bad.yaml.*field 'counts'.*duplicate key 'a' at line 2"):
+    with pytest.raises(RuleDefinitionError, match=r"bad.yaml.*field 'counts\.a'.*duplicate key 'a' at line 2"):
         read_yaml_file(bad)
     with pytest.raises(RuleDefinitionError, match="not a regular file"):
         read_yaml_file(Path("/dev/zero"))
