@@ -32,9 +32,10 @@ from screening.errors import (
     OutputError,
 )
 from screening.io import FORMATS
-from screening.output import OUTPUT_FORMATS, RowWriter, visible
+from screening.output import OUTPUT_FORMATS, RowWriter
 from screening.scale import MAX_WORKERS
 from screening.sink import open_output
+from screening.text import visible
 
 T = TypeVar("T")
 

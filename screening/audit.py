@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from .errors import InputFormatError, RuleDefinitionError, did_you_mean
-from .output import visible
 from .protocol import STATUSES, Ruleset, available_packs, read_yaml_file
 from .screen import DuplicateCheck
+from .text import visible
 
 
 @dataclass
@@ -392,7 +392,7 @@ def compare(counts: ConsortCounts, expected: dict[str, Any]) -> list[tuple[str, 
 
 def render(counts: ConsortCounts, expected: dict[str, Any] | None = None) -> str:
     """The audit as a plain-text report: one line per box, control characters in any label, title or
-    stamp escaped visibly (:func:`screening.output.visible`)."""
+    stamp escaped visibly (:func:`screening.text.visible`)."""
     cons = counts.ruleset.consort
     labels = cons.get("labels", {})
     flat = counts.flat()

@@ -6,8 +6,8 @@ import textwrap
 from typing import Any
 
 from .decision import describe_parameters
-from .output import visible
 from .protocol import Condition, Ruleset
+from .text import visible
 
 _OPS = {"eq": "=", "ne": "≠", "lt": "<", "le": "≤", "gt": ">", "ge": "≥", "in": "in", "not_in": "not in"}
 
@@ -43,7 +43,7 @@ def ruleset_json(ruleset: Ruleset) -> dict[str, Any]:
 
 def ruleset_table(ruleset: Ruleset) -> str:
     """The set as the text table `nlc-screen rules` prints: one line per criterion and rule, every text
-    from the set passed through :func:`screening.output.visible`."""
+    from the set passed through :func:`screening.text.visible`."""
     p = describe_parameters(ruleset)
     out = [f"{ruleset.name} {ruleset.version} — {ruleset.title}",
            f"sha256 {ruleset.sha256}",

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import orjson
 
 from .protocol import Criterion, Ruleset
+from .text import visible
 
 OUTPUT_FORMATS = ("text", "json", "jsonl", "csv")
 _HEADLINE = {
@@ -41,24 +42,6 @@ class TextOut(Protocol):
     def write(self, text: str, /) -> int: ...
 
     def flush(self) -> None: ...
-
-
-# C0 and C1 controls, DEL, and the invisible bidirectional controls: ALM, LRM, RLM, LRE … RLO, LRI … PDI;
-# and the line and paragraph separators.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
-    code = ord(char)
-    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
-
-def visible(text: str) -> str:
-    """``text`` with control characters and bidi controls escaped visibly (``\\n``, ``\\x1b``, ``\\u202e``), so
-    that it stays on one line and cannot drive a terminal. Other text (any script, symbols) is left alone."""
-    return _UNSAFE.sub(_escape, text) if _UNSAFE.search(text) else text
 
 
 def dumps(row: Mapping[str, Any]) -> str:

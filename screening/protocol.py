@@ -68,6 +68,7 @@ import yaml
 from . import catalogue
 from .errors import RuleDefinitionError, RulesetNotFound, did_you_mean
 from .record import field_paths
+from .text import UNSAFE, UNSAFE_CLASS
 
 STATUSES = ("met", "not_met", "unknown", "review")
 KINDS = ("inclusion", "exclusion", "procedural")
@@ -727,9 +728,9 @@ def _has_cjk(text: str) -> bool:
 #: bidirectional controls (ALM, LRM, RLM, LRE … RLO, LRI … PDI) and the line and paragraph
 #: separators. A title, label or reason is printed on one line of a report or a terminal: a newline
 #: would forge a line, ESC/OSC/BEL would drive the terminal, an override would reorder what is read.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL = UNSAFE
 #: The same, but allowing the line break: for :data:`_MULTILINE_FIELDS`.
-_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_BUT_NEWLINE = re.compile(f"(?!\n)[{UNSAFE_CLASS}]")
 #: Prose that may run over several lines (a folded ``>`` block ends with a line break).
 _MULTILINE_FIELDS = frozenset({"description", "note"})
 #: The values a YAML file may hold (no !!binary, !!set, !!omap, …).

@@ -385,7 +385,7 @@ def test_control_and_bidi_characters_are_shown_escaped_everywhere_text_shows_a_v
 
 
 def test_visible_leaves_ordinary_text_alone() -> None:
-    from screening.output import visible
+    from screening.text import visible
 
     plain = "Third People's Hospital of Chengdu — 成都市第三人民医院, age ≥ 65 … ✓ café"
     assert visible(plain) is plain

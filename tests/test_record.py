@@ -64,5 +64,5 @@ def test_schema_lists_every_field_path() -> None:
 def test_public_surface_is_what_all_says() -> None:
     exported = {name for name in dir(screening) if not name.startswith("_")}
     modules = {"audit", "catalogue", "conditions", "decision", "decision_row", "describe", "engine", "errors", "facts",
-               "generate", "io", "output", "protocol", "record", "scale", "screen", "batch", "sink"}
+               "generate", "io", "output", "protocol", "record", "scale", "screen", "batch", "sink", "text"}
     assert exported - modules == set(screening.__all__)
