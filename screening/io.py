@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .errors import CandidateRecordError, FieldProblem, InputFormatError, did_you_mean
-from .record import duplicate_keys, field_kinds, load_keeping_keys
+from .record import SHOWN_NAME_LIMIT, duplicate_keys, field_kinds, load_keeping_keys, shown_name
 
 FORMATS = ("json", "jsonl", "csv")
 _CHUNK = 1 << 16
@@ -909,14 +909,11 @@ class _PhysicalLines:
         self.start_row()
 
 
-#: What a column name shown in a message may look like: a field path (ASCII identifiers joined by
-#: dots), at most 40 characters. Anything else may be a record value (a headerless file) and is not shown.
-_FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
-_SHOWN_NAME = 40
-
-
 def _showable(name: str) -> bool:
-    return len(name) <= _SHOWN_NAME and _FIELD_PATH.fullmatch(name) is not None
+    """Whether a column name may be shown in a message: a field path whose every part the record's
+    own rule would show uncut (see :func:`screening.record.shown_name`). Anything else may be a
+    record value (the first row of a file without a header) and is not shown."""
+    return len(name) <= SHOWN_NAME_LIMIT and all(shown_name(part) == part for part in name.split("."))
 
 
 def _column_name(name: str) -> str:

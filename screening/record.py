@@ -237,7 +237,7 @@ HIDDEN_NAME = "an unknown field (name not shown)"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
-def _shown_name(name: str) -> str | None:
+def shown_name(name: str) -> str | None:
     """A key name as messages and field paths show it: itself, cut to SHOWN_NAME_LIMIT characters
     with "…", or None (not shown) when it is not an ASCII identifier (spaces, quotes, control or
     non-ASCII characters could forge or garble what a reader sees)."""
@@ -252,7 +252,7 @@ def _shown_path(loc: tuple[Any, ...]) -> tuple[str, bool]:
     shown: list[Any] = []
     for part in loc:
         if isinstance(part, str):
-            name = _shown_name(part)
+            name = shown_name(part)
             if name is None:
                 return format_path(tuple(shown)), True
             shown.append(name)
