@@ -23,7 +23,7 @@ import click
 
 import screening
 from screening import audit as audit_mod
-from screening.batch import screen_batch
+from screening.batch import MAX_WORKERS, screen_batch
 from screening.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -33,7 +33,6 @@ from screening.errors import (
 )
 from screening.io import FORMATS
 from screening.output import OUTPUT_FORMATS, RowWriter
-from screening.scale import MAX_WORKERS
 from screening.sink import open_output
 from screening.text import visible
 

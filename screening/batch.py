@@ -23,6 +23,12 @@ from .output import RowWriter
 from .protocol import Ruleset
 from .screen import screen_items
 
+#: The most worker processes ``--workers`` may ask for (the CLI refuses more). Each worker is a forked
+#: process with its own rules engine and start-up cost; beyond a few per core nothing is gained.
+#: Fewer are started when there is less work: never more processes than chunks of input
+#: (:mod:`screening.scale`). Kept here so that the CLI knows it without importing the worker pool.
+MAX_WORKERS = 32
+
 
 @dataclass
 class BatchResult:

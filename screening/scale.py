@@ -60,6 +60,7 @@ from typing import Any
 
 import orjson
 
+from .batch import MAX_WORKERS
 from .errors import ScreeningError, WorkerError
 from .io import Item, detect_format, foreign_encoding, jsonl_line_count, read_jsonl_lines
 from .protocol import Ruleset
@@ -69,10 +70,6 @@ from .protocol import Ruleset
 CHUNK = 1000
 #: Bytes of a JSON Lines file per chunk when workers read the file themselves (~1,000 records).
 CHUNK_BYTES = 1 << 20
-#: The most worker processes ``--workers`` may ask for (the CLI refuses more). Each worker is a forked
-#: process with its own rules engine and start-up cost; beyond a few per core nothing is gained.
-#: Fewer are started when there is less work: never more processes than chunks of input.
-MAX_WORKERS = 32
 #: The smallest byte range of a file worth a process of its own when a small file is shared out
 #: (~45 records): below it, forking and starting a worker costs more than the screening.
 MIN_CHUNK_BYTES = 64 << 10
