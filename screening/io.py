@@ -85,8 +85,8 @@ class RecordStream(Iterator[Item]):
         self.unread: str | None = None
         self._items: Iterator[Item] = items if items is not None else iter(())
 
-    def __iter__(self) -> RecordStream:
-        return self
+    def __iter__(self) -> Iterator[Item]:
+        return self._items  # a for loop runs the reader's own generator, with no call per item here
 
     def __next__(self) -> Item:
         return next(self._items)
