@@ -33,15 +33,16 @@ from screening.errors import (
 )
 from screening.io import FORMATS
 from screening.output import OUTPUT_FORMATS, RowWriter
+from screening.protocol import DEFAULT_RULESET
 from screening.sink import open_output
 from screening.text import visible
 
 T = TypeVar("T")
 
 rules_option = click.option(
-    "--rules", "rules_spec", default="paper-2024", show_default=True, metavar="NAME|PATH",
-    help="Criteria set: a shipped name (paper-2024, registry-2023), NAME@VERSION, PACK/SET, a pack's name or "
-         "folder (its default set), or a YAML file.")
+    "--rules", "rules_spec", default=DEFAULT_RULESET, show_default=True, metavar="NAME|PATH",
+    help="Criteria set: a shipped set's name (`nlc-screen rules --list` shows them), NAME@VERSION, PACK/SET, a "
+         "pack's name or folder (its default set), or a YAML file.")
 
 
 class Failure(click.ClickException):
@@ -107,7 +108,7 @@ class _Main(click.Group):
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nlc-screen")
 def main() -> None:
-    """Eligibility screening for the vitamin K2 nocturnal leg cramps trial (NCT05547750).
+    """Eligibility screening for clinical trials, from criteria written as data (trial packs in rules/).
 
     Every decision says eligible, excluded or undetermined, why (criterion by criterion), what to
     ask next, and in which CONSORT box the candidate lands.
@@ -223,7 +224,7 @@ def audit(decisions: str, rules_spec: str | None, expect: str | None, fmt: str) 
             first = next(rows, None)
             if rules_spec is None:  # the set stamped on the first row
                 stamp = (first or {}).get("ruleset")
-                rules_spec = f"{stamp['name']}@{stamp['version']}" if stamp else "paper-2024"
+                rules_spec = f"{stamp['name']}@{stamp['version']}" if stamp else DEFAULT_RULESET
             ruleset = _load(rules_spec)
             expected = audit_mod.load_expectation(expect, ruleset) if expect else None
             counts = audit_mod.count(itertools.chain([first] if first else [], rows), ruleset)
@@ -316,7 +317,8 @@ def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, 
                    "set instead: its categories, subcategories and criterion ids.")
 @rules_option
 def schema(decision: bool, rules_spec: str) -> None:
-    """Print the JSON Schema of the v1 candidate intake record (or, with --decision, of a decision row).
+    """Print the JSON Schema of the candidate record of the criteria set's pack (or, with --decision, of a
+    decision row), with each field's title and description.
 
     Example:
 
@@ -329,7 +331,9 @@ def schema(decision: bool, rules_spec: str) -> None:
 
         click.echo(json.dumps(decision_json_schema(_load(rules_spec)), indent=2, ensure_ascii=False))
         return
-    click.echo(json.dumps(screening.record_json_schema(), indent=2, ensure_ascii=False))
+    ruleset = _load(rules_spec)
+    click.echo(json.dumps(screening.record_json_schema(ruleset.record.model, ruleset.record.title), indent=2,
+                          ensure_ascii=False))
 
 
 @main.command()
@@ -347,8 +351,8 @@ def generate(count: int, seed: int, mix: str | None, rules_spec: str, output: st
     """Write synthetic candidate records (JSON Lines) with a controllable mix of outcomes.
 
     For tests and benchmarks; deterministic for a seed. The records are built around the criteria
-    set's parameters (minimum age, diary window, …); the outcome mix is the one paper-2024 decides
-    (under another set, such as registry-2023, some intended exclusions come out eligible).
+    set's parameters and its pack's generator vocabulary; the outcome mix is the one the pack's
+    default set decides (under another set, some intended exclusions may come out otherwise).
 
     Example:
 

@@ -1,4 +1,4 @@
-"""nlc-screen: eligibility screening for the vitamin K2 nocturnal leg cramps trial (NCT05547750).
+"""nlc-screen: eligibility screening for clinical trials, from criteria written as data (trial packs).
 
 The public surface: the names a program embedding nlc-screen needs. The modules behind them
 (``screening.io``, ``output``, ``audit``, ``scale``, ``generate``) are importable for the CLI and
@@ -15,11 +15,10 @@ from .errors import (
     WorkerError,
 )
 from .protocol import Ruleset, available_rulesets, load_ruleset
-from .record import CandidateRecord, parse_record, record_json_schema
+from .record import parse_record, record_json_schema
 from .screen import Screener, screen_items, screen_one
 
 __all__ = [
-    "CandidateRecord",
     "CandidateRecordError",
     "EngineError",
     "InputFormatError",

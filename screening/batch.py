@@ -80,7 +80,7 @@ def screen_batch(source: IO[bytes], writer: RowWriter, ruleset: Ruleset, *, inpu
         if name is not None and shardable(name, input_format):  # workers read the file's lines themselves
             blocks = screen_file_blocks(name, ruleset, workers=workers, **options)
         else:
-            stream = read_records(source, input_format, name=name)
+            stream = read_records(source, input_format, name=name, kinds=ruleset.record.kinds)
             blocks = screen_blocks(stream, ruleset, workers=workers, **options)
         try:
             for block in blocks:
@@ -94,7 +94,7 @@ def screen_batch(source: IO[bytes], writer: RowWriter, ruleset: Ruleset, *, inpu
             if close is not None:
                 close()
     else:
-        stream = read_records(source, input_format, name=name)
+        stream = read_records(source, input_format, name=name, kinds=ruleset.record.kinds)
         for row in screen_items(stream, ruleset, **options):
             writer.write(row)
             result.rows += 1

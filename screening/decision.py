@@ -32,15 +32,9 @@ class _Values(dict):  # type: ignore[type-arg]
 
 
 def describe_parameters(ruleset: Ruleset) -> dict[str, Any]:
-    """The parameter values stamped on every decision (criteria.md §1)."""
-    p = ruleset.parameters
-    lookback = {
-        "calendar_months": f"{p['lookback_months']} calendar months",
-        "days": f"{p['lookback_days']} days",
-        "current": "current use on enrollment_date",
-    }[p["lookback"]]
-    return {"criteria_set": ruleset.name, "age_reference": p["age_reference"], "lookback": lookback,
-            "attribution_mode": p["attribution_mode"]}
+    """The parameter values stamped on every decision: the set's name and what the pack's
+    ``facts.yaml`` lists under ``stamp`` (every parameter when it lists nothing)."""
+    return {"criteria_set": ruleset.name, **ruleset.stamped_parameters}
 
 
 class Decider:
@@ -120,6 +114,11 @@ class Decider:
             decision = "eligible"
             category = self._consort["eligible"] if done else self._consort["eligible_pending"]
             primary = procedural[0].id if procedural else self._ordered[-1].id
+            for crit in procedural:  # eligible, awaiting consent: ask for it
+                if results[crit.id]["status"] != "met":
+                    for path in asks[crit.id]:
+                        if not path.startswith("@") and path not in ask_next:
+                            ask_next.append(path)
         row: dict[str, Any] = {
             "candidate_id": candidate_id,
             "site": site,
@@ -129,10 +128,8 @@ class Decider:
             "primary_criterion": primary,
             "criteria": results,
         }
-        if decision == "undetermined":
-            row["ask_next"] = ask_next
-        if derived.warnings:
-            row["warnings"] = list(derived.warnings)
+        row["ask_next"] = ask_next
+        row["warnings"] = list(derived.warnings)
         row["ruleset"] = self._stamp
         row["parameters"] = self._parameters
         return row

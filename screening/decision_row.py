@@ -167,7 +167,7 @@ def decision_json_schema(ruleset: Ruleset | None = None) -> dict[str, Any]:
 
 def _narrow(schema: dict[str, Any], ruleset: Ruleset) -> None:
     from .decision import describe_parameters
-    from .record import field_paths, record_json_schema
+    from .record import record_json_schema
 
     defs: dict[str, Any] = schema["$defs"]
     consort = ruleset.consort
@@ -193,7 +193,7 @@ def _narrow(schema: dict[str, Any], ruleset: Ruleset) -> None:
         "required": ids,
         "additionalProperties": False,
     }
-    props["ask_next"]["items"] = {"enum": field_paths()}
+    props["ask_next"]["items"] = {"enum": list(ruleset.record.paths)}
     row["anyOf"] = _outcomes(ruleset, labels)
 
     stamp = defs["RulesetStamp"]["properties"]
@@ -206,7 +206,7 @@ def _narrow(schema: dict[str, Any], ruleset: Ruleset) -> None:
     defs["Parameters"]["additionalProperties"] = False
     defs["CriteriaSetDifference"]["properties"]["differs_on"]["items"] = {"enum": ids}
 
-    record = copy.deepcopy(record_json_schema())
+    record = copy.deepcopy(record_json_schema(ruleset.record.model, ruleset.record.title))
     record.pop("$schema", None)
     record_defs = record.pop("$defs", {})
     prefix = "CandidateRecord."

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .errors import RuleDefinitionError
-from .record import CONDITION_KEYS, DIFFERENTIAL_KEYS
 
 OUTCOMES = ("eligible", "not_meeting_inclusion", "meeting_exclusion", "withdrawal", "undetermined", "error")
 #: Close to a real screening log: most candidates eligible, a share still open, a few unreadable.
@@ -72,6 +71,8 @@ class Vocabulary:
     tumour_field: str
     tumour_site_field: str
     tumour_sites: tuple[str, ...]
+    condition_keys: tuple[str, ...] = ()                     # the enum fields of the record's conditions
+    differential_keys: tuple[str, ...] = ()                  # and of its differential diagnoses
 
 
 def load_vocabulary(ruleset: Any) -> Vocabulary:
@@ -89,8 +90,15 @@ def load_vocabulary(ruleset: Any) -> Vocabulary:
     if not path.is_file():
         raise RuleDefinitionError("the trial pack has no synthetic-candidate vocabulary", file=shown)
     data = read_yaml_file(path, display=shown)
+    record = (ruleset if getattr(ruleset, "record", None) is not None else load_ruleset()).record
     try:
         tumour = data["tumour"]
+        answered = []
+        for object_path in data["answered"]:
+            spec = record.get(str(object_path))
+            if spec is None:
+                raise ValueError(f"{object_path} is no field of the pack's record")
+            answered.append(tuple(k for k, f in spec.fields.items() if f.type == "enum"))
         return Vocabulary(
             sites=tuple((str(s["code"]), str(s["name"])) for s in data["sites"]),
             site_weights=tuple(float(s["weight"]) for s in data["sites"]),
@@ -102,6 +110,8 @@ def load_vocabulary(ruleset: Any) -> Vocabulary:
             tumour_field=str(tumour["status_field"]),
             tumour_site_field=str(tumour["site_field"]),
             tumour_sites=tuple(str(t) for t in tumour["sites"]),
+            condition_keys=answered[0],
+            differential_keys=answered[1],
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise RuleDefinitionError(f"not a synthetic-candidate vocabulary ({type(exc).__name__}: {exc})",
@@ -217,8 +227,8 @@ class _Builder:
         record["birth_date"] = self.birth(d0, age)
         record["sex"] = "female" if rng.random() < 0.54 else "male"
         record["diary"] = {"nights_recorded": self.window, "episodes": self.episodes(d0, count, self.window)}
-        record["nlc_assessment"] = {"confirmed": True, "differentials": dict.fromkeys(DIFFERENTIAL_KEYS, "absent")}
-        conditions: dict[str, Any] = dict.fromkeys(CONDITION_KEYS, "absent")
+        record["nlc_assessment"] = {"confirmed": True, "differentials": dict.fromkeys(self.vocab.differential_keys, "absent")}
+        conditions: dict[str, Any] = dict.fromkeys(self.vocab.condition_keys, "absent")
         record["conditions"] = conditions
         record["medication_history_taken"] = True
         record["medications"] = self.routine(d0)
@@ -245,7 +255,7 @@ class _Builder:
             elif which == 2:
                 r["nlc_assessment"]["confirmed"] = False
             else:
-                key = DIFFERENTIAL_KEYS[rng.randrange(len(DIFFERENTIAL_KEYS))]
+                key = self.vocab.differential_keys[rng.randrange(len(self.vocab.differential_keys))]
                 r["nlc_assessment"]["differentials"][key] = "explains_symptoms"
             return r
         if outcome == "meeting_exclusion":
@@ -291,7 +301,7 @@ class _Builder:
             elif which == 5:
                 del r["medication_history_taken"]
             elif which == 6:
-                key = DIFFERENTIAL_KEYS[rng.randrange(len(DIFFERENTIAL_KEYS))]
+                key = self.vocab.differential_keys[rng.randrange(len(self.vocab.differential_keys))]
                 r["nlc_assessment"]["differentials"][key] = ("not_assessed", "coexisting")[rng.randrange(2)]
             else:
                 del r["nlc_assessment"]["confirmed"]

@@ -21,12 +21,12 @@ import json
 import math
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
 from .errors import CandidateRecordError, FieldProblem, InputFormatError, did_you_mean
-from .record import SHOWN_NAME_LIMIT, duplicate_keys, field_kinds, load_keeping_keys, shown_name
+from .record import SHOWN_NAME_LIMIT, duplicate_keys, load_keeping_keys, shown_name
 
 FORMATS = ("json", "jsonl", "csv")
 _CHUNK = 1 << 16
@@ -109,7 +109,8 @@ def foreign_encoding(head: bytes) -> str | None:
     return None
 
 
-def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: str | None = None) -> RecordStream:
+def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: str | None = None,
+                 kinds: Mapping[str, str] | None = None) -> RecordStream:
     """One :class:`Item` per record in a stream (format given, or detected), as a :class:`RecordStream`.
 
     A binary stream is read as UTF-8. A record that cannot be read is one error item and reading
@@ -119,6 +120,8 @@ def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: s
     rest of the input cannot be told apart does the reader stop; then ``RecordStream.unread`` says
     how much was not read. Empty input (nothing, blank lines, a CSV header alone) yields no item.
 
+    :param kinds: the record's value-holding field paths and their JSON kinds (``Ruleset.record.kinds``),
+        which type CSV cells; the default criteria set's record when None.
     :raises InputFormatError: the format is unknown, or (while iterating) the CSV header is unreadable.
     """
     binary = isinstance(stream.read(0), bytes)
@@ -145,7 +148,7 @@ def read_records(stream: IO[str] | IO[bytes], fmt: str | None = None, *, name: s
     else:
         source = _Rewound(head, stream)
     records = RecordStream()
-    records._items = _read_csv(source) if fmt == "csv" else _JsonReader(source, records).items()
+    records._items = _read_csv(source, kinds or _default_kinds()) if fmt == "csv" else _JsonReader(source, records).items()
     return records
 
 
@@ -823,7 +826,6 @@ class _JsonReader:
 # ---------------------------------------------------------------------------------------------
 # CSV
 
-_KINDS = field_kinds()
 #: A CSV row (its quoted cells may hold line breaks) may run over at most this many physical lines
 #: and characters; past that its quote is taken as never closed: one error row, and reading goes
 #: on at the next physical line.
@@ -831,9 +833,15 @@ CSV_ROW_LINES = 200
 CSV_ROW_CHARS = 1 << 20
 
 
-def csv_columns() -> list[str]:
+def _default_kinds() -> Mapping[str, str]:
+    """The value-holding field paths of the default criteria set's record, and their kinds."""
+    from .protocol import load_ruleset
+    return load_ruleset().record.kinds
+
+
+def csv_columns(kinds: Mapping[str, str] | None = None) -> list[str]:
     """The CSV input columns: every record field path that holds a value (not a nested object)."""
-    return list(_KINDS)
+    return list(kinds or _default_kinds())
 
 
 class _RowBroken(Exception):
@@ -921,13 +929,13 @@ def _column_name(name: str) -> str:
     return repr(name) if _showable(name) else "a column whose name is not shown"
 
 
-def _check_header(header: list[str]) -> None:
+def _check_header(header: list[str], kinds: Mapping[str, str]) -> None:
     """Refuse a CSV header with an unnamed, repeated or unknown column, never echoing a cell that
     may be a record value (the first row of a file without a header)."""
-    known = set(csv_columns())
+    known = set(kinds)
     unknown = [h for h in header if h and h not in known]
     if len(unknown) * 2 > len(header):
-        expected = ", ".join(csv_columns()[:4])
+        expected = ", ".join(list(kinds)[:4])
         raise InputFormatError(f"CSV header: {len(unknown)} of the {len(header)} cells of the first line are not "
                                f"known columns: the file seems to have no header row (its first line must name "
                                f"the columns, e.g. {expected}, …; see docs/csv.md)")
@@ -942,7 +950,7 @@ def _check_header(header: list[str]) -> None:
             for h in unknown))
 
 
-def _read_csv(stream: _Rewound) -> Iterator[Item]:
+def _read_csv(stream: _Rewound, kinds: Mapping[str, str]) -> Iterator[Item]:
     lines = _PhysicalLines(stream)
     reader = csv.reader(lines)
     while True:  # the header: the first line that is not blank
@@ -956,7 +964,7 @@ def _read_csv(stream: _Rewound) -> Iterator[Item]:
         if any(h.strip() for h in header):
             break
     header = [h.strip().lstrip("\ufeff") for h in header]
-    _check_header(header)
+    _check_header(header, kinds)
     while True:
         lines.start_row()
         try:
@@ -983,10 +991,11 @@ def _read_csv(stream: _Rewound) -> Iterator[Item]:
             reader = csv.reader(lines)
             continue
         # The quotes close and the cells fit the header: one record, one row (a decision or an error).
-        yield _csv_item(position, header, row, span)
+        yield _csv_item(position, header, row, kinds, span)
 
 
-def _csv_item(position: str, header: list[str], row: list[str], span: tuple[int, int] | None = None) -> Item:
+def _csv_item(position: str, header: list[str], row: list[str], kinds: Mapping[str, str],
+              span: tuple[int, int] | None = None) -> Item:
     """The item for one CSV row: its record as JSON text, or an error naming the columns.
 
     ``span`` is the first and last physical line of a row whose quoted cells hold line breaks. A
@@ -1004,17 +1013,17 @@ def _csv_item(position: str, header: list[str], row: list[str], span: tuple[int,
         if _bad_utf8(cell):
             problems.append(FieldProblem(column, "not valid UTF-8"))
             continue
-        if span is not None and _KINDS[column] != "list" and ("\n" in cell or "\r" in cell):
+        if span is not None and kinds[column] != "list" and ("\n" in cell or "\r" in cell):
             problems.append(FieldProblem(column, f"a quoted cell spans lines {span[0]}–{span[1]}: a line break is "
                                                  "allowed only in a JSON list cell (if a quote is not closed, "
                                                  "the rows on those lines are in this one)"))
             continue
         try:
-            value = _csv_value(column, cell)
+            value = _csv_value(column, cell, kinds)
         except ValueError as exc:
             problems.append(FieldProblem(column, str(exc)))
             continue
-        if _KINDS[column] == "list":  # a key twice in one object of a JSON cell is an error, as in JSON input
+        if kinds[column] == "list":  # a key twice in one object of a JSON cell is an error, as in JSON input
             repeated = duplicate_keys(load_keeping_keys(cell), tuple(column.split(".")))
             if repeated:
                 problems.extend(repeated)
@@ -1035,8 +1044,8 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _csv_value(column: str, cell: str) -> Any:
-    kind = _KINDS[column]
+def _csv_value(column: str, cell: str, kinds: Mapping[str, str]) -> Any:
+    kind = kinds[column]
     if kind == "bool":
         low = cell.lower()
         if low in ("true", "false"):

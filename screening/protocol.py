@@ -31,11 +31,13 @@ What validation adds to the per-field checks:
   :data:`MAX_TEMPLATE_TEXT` characters, all of a set's expansions at most
   :data:`MAX_TEMPLATE_TOTAL_CHARS` characters and :data:`MAX_TEMPLATE_TOTAL_VALUES` values; a ``$``
   that starts no variable, and two keys that expand alike, are refused;
-* whole-number parameters within :data:`PARAMETER_BOUNDS` — ``min_age_years`` 0 … 130,
-  ``diary_window_nights`` 1 … 366, ``min_episodes`` 0 … 1000, ``enrollment_offset_days`` 1 … 3660
-  and at least ``diary_window_nights`` (randomisation follows the diary), ``lookback_months``
-  0 … 240, ``lookback_days`` 0 … 7320 (20 years either way) — so that no date arithmetic on a valid
-  record can overflow; ``study_window_start`` and ``study_window_end`` both or neither, in order;
+* parameters as the pack's ``facts.yaml`` declares them: only declared names, every one that is
+  not optional, whole numbers within their declared range (so that no date arithmetic on a valid
+  record can overflow), choices among their values, dates, and the declared relations between
+  them (``at_least``, ``with``, ``not_before``);
+* the record (``fields.yaml``) and the derived facts (``facts.yaml``) the set names under
+  ``record``: every field, derivation and argument; the catalogue of facts, quotable values and
+  field lists that conditions, reasons and ``ask`` are checked against is made from them;
 * what :mod:`screening.decision` needs to count every candidate in the right CONSORT box: at least
   one procedural criterion, whose rules surely fail (``not_met``) on consent ``declined`` and
   ``withdrawn`` and surely stay open on ``pending``, in a withdrawal box of its own (not
@@ -65,9 +67,10 @@ from typing import Any
 
 import yaml
 
-from . import catalogue
+from .derivations import Catalogue, Declarations, FactType, Plan, check_parameters, read_declarations
 from .errors import RuleDefinitionError, RulesetNotFound, did_you_mean
-from .record import field_paths
+from .fields import RecordSpec, load_record_spec
+from .matching import drug_classifier, words
 from .text import UNSAFE, UNSAFE_CLASS
 
 STATUSES = ("met", "not_met", "unknown", "review")
@@ -89,16 +92,6 @@ _VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 MAX_RULES_FILE_BYTES = 1 << 20
 #: The deepest nesting of mappings and lists in a rules file (the shipped sets go 10 deep).
 MAX_YAML_DEPTH = 32
-#: The whole-number parameters and their allowed range, both ends included.
-PARAMETER_BOUNDS: dict[str, tuple[int, int]] = {
-    "min_age_years": (0, 130),
-    "diary_window_nights": (1, 366),
-    "min_episodes": (0, 1000),
-    "enrollment_offset_days": (1, 3660),   # and ≥ diary_window_nights
-    "lookback_months": (0, 240),
-    "lookback_days": (0, 7320),
-}
-
 # Condition tree: ("all", (cond, ...)) | ("any", (cond, ...)) | ("cmp", fact, op, value)
 Condition = tuple[Any, ...]
 
@@ -181,6 +174,16 @@ class Ruleset:
     pack_dir: Path | None = None
     #: condition key (or record field) -> its validated code lists, for importers (FHIR, EHR)
     condition_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the pack's record (fields.yaml): its field tree and strict model
+    record: RecordSpec = field(default=None)  # type: ignore[assignment]
+    #: the names rules may use (facts.yaml with the set's value sets and parameters)
+    catalogue: Catalogue = field(default=None)  # type: ignore[assignment]
+    #: the derivation of facts, compiled for this set's parameters and value sets
+    plan: Plan = field(default=None, repr=False)  # type: ignore[assignment]
+    #: the parameters the pack declares (facts.yaml): name -> {type, min, max, values, doc, …}
+    parameter_declarations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the parameters every decision row shows (facts.yaml ``stamp``), as text
+    stamped_parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stamp(self) -> dict[str, str]:
@@ -196,8 +199,8 @@ class Ruleset:
         """Every rule of every criterion, in precedence order: the engine's rule numbers."""
         return tuple((c.id, rule) for c in self.ordered for rule in c.rules)
 
-    def fact_types(self) -> dict[str, catalogue.FactType]:
-        return catalogue.fact_types(tuple(self.drug_classes), tuple(self.site_lists))
+    def fact_types(self) -> dict[str, FactType]:
+        return self.catalogue.facts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +218,7 @@ def rules_dir() -> Path:
 #: The file that makes a folder a trial pack.
 PACK_FILE = "pack.yaml"
 _PACK_REQUIRED = {"name", "title", "default_set", "sets"}
-_PACK_OPTIONAL = {"description", "registration"}
+_PACK_OPTIONAL = {"description", "registration", "criterion_ids"}
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,8 @@ class Pack:
     default_set: str
     sets: tuple[str, ...]
     path: Path
+    #: the id scheme of the pack's criteria (pattern, example), if it sets one
+    criterion_ids: tuple[str, str] | None = None
 
     def set_file(self, name: str) -> Path:
         return self.path / f"{name}.yaml"
@@ -321,13 +326,22 @@ def load_pack(folder: Path) -> Pack:
     for path in sorted(folder.glob("*.yaml")):
         if path.name != PACK_FILE and path.stem not in sets and "criteria" in _head(path):
             raise fail(f"{path.name} is a criteria set the pack does not list", "sets")
+    ids = data.get("criterion_ids")
+    if ids is not None:
+        if not isinstance(ids, dict) or set(ids) != {"pattern", "example"} or \
+                not all(isinstance(v, str) and v.strip() for v in ids.values()):
+            raise fail("must be {pattern: <regular expression>, example: <ids such as I1 or E12>}", "criterion_ids")
+        try:
+            re.compile(ids["pattern"])
+        except re.error as exc:
+            raise fail(f"not a regular expression ({exc})", "criterion_ids.pattern") from None
     default = data["default_set"]
     if default not in sets:
         raise fail(f"not one of the pack's sets{did_you_mean(str(default)[:40], sets)}; sets: {', '.join(sets)}",
                    "default_set")
     return Pack(name=data["name"], title=data["title"].strip(), description=str(data.get("description", "")).strip(),
                 registration=str(data.get("registration", "")).strip(), default_set=default, sets=tuple(sets),
-                path=folder)
+                path=folder, criterion_ids=(ids["pattern"], ids["example"]) if ids else None)
 
 
 def available_packs() -> list[Pack]:
@@ -711,15 +725,6 @@ def _possibly(cond: Condition, fact: str, value: str) -> bool:
     return bool(_surely(cond, fact, (value,)))
 
 
-_SUBSCRIPTS = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def words(text: str) -> tuple[str, ...]:
-    """Words for matching names: runs of letters/digits, lower case ("vitamin K₂" -> vitamin, k2)."""
-    return tuple(_WORD.findall(text.lower().translate(_SUBSCRIPTS)))
-
-
 def _has_cjk(text: str) -> bool:
     return any("\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in text)
 
@@ -735,7 +740,15 @@ _CONTROL_BUT_NEWLINE = re.compile(f"(?!\n)[{UNSAFE_CLASS}]")
 _MULTILINE_FIELDS = frozenset({"description", "note"})
 #: The values a YAML file may hold (no !!binary, !!set, !!omap, …).
 _PLAIN_TYPES = (str, bool, int, float, dt.date)
-_CID_RE = re.compile(r"^[IE][0-9]+$")
+#: Criterion ids when the pack says nothing (pack.yaml ``criterion_ids``): a letter or two and a number.
+_CID_DEFAULT = (re.compile(r"^[A-Z]{1,3}[0-9]+$"), "I1 or E12")
+
+
+def _criterion_ids(pack: Pack | None) -> tuple[re.Pattern[str], str]:
+    """The pack's criterion id scheme (a pattern and an example), or the default."""
+    if pack is None or pack.criterion_ids is None:
+        return _CID_DEFAULT
+    return re.compile(pack.criterion_ids[0]), pack.criterion_ids[1]
 #: CONSORT boxes (categories and subcategories), drug classes and site lists.
 _BOX_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -766,6 +779,8 @@ class _Loader:
         self.stamps: list[tuple[str, int, int, int]] = []
         self.expanded_chars = 0
         self.expanded_values = 0
+        self.pack = pack_of(path)
+        self.cid_re, self.cid_example = _criterion_ids(self.pack)
 
     @staticmethod
     def _display(path: Path) -> str:
@@ -775,15 +790,17 @@ class _Loader:
              file: str | None = None) -> RuleDefinitionError:
         return RuleDefinitionError(message, file=file or self.file, criterion=criterion, field=field)
 
-    def _read_yaml(self, path: Path, display: str, *, field: str | None = None) -> dict[str, Any]:
-        """A rules or value-set file as a mapping (``field``: where the set names it, for errors)."""
+    def _read_yaml(self, path: Path, display: str, *, field: str | None = None, hashed: bool = True) -> dict[str, Any]:
+        """A rules or value-set file as a mapping (``field``: where the set names it, for errors;
+        ``hashed``: whether its bytes enter the set's sha256)."""
         try:
             raw, st = read_rules_file(path)
         except _Refused as exc:
             raise self.fail(f"{display} {exc}", file=display, field=field) from None
         except OSError as exc:
             raise self.fail(f"cannot read: {exc.strerror}", file=display, field=field) from None
-        self.blobs.append((display, raw))
+        if hashed:
+            self.blobs.append((display, raw))
         self.stamps.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns))
         try:
             data = parse_yaml(raw.decode("utf-8"))
@@ -828,7 +845,7 @@ class _Loader:
         if len(at) >= 2 and at[0] == "criteria" and isinstance(at[1], int) and display == self.file:
             raw = data["criteria"][at[1]]
             cid = raw.get("id") if isinstance(raw, dict) else None
-            if isinstance(cid, str) and _CID_RE.match(cid) and at[2:] != ("id",):
+            if isinstance(cid, str) and self.cid_re.match(cid) and at[2:] != ("id",):
                 criterion, at = cid, at[2:]
         parts = [f"[{key}]" if isinstance(key, int) and not isinstance(key, bool) else f".{_short(key)}" for key in at]
         return self.fail(message, criterion=criterion, field="".join(parts).lstrip(".") or None, file=display)
@@ -872,7 +889,7 @@ class _Loader:
     def load(self) -> Ruleset:
         data = self._read_yaml(self.path, self.file)
         self._keys(data, {"name", "version", "parameters", "precedence", "criteria", "consort", "sources"},
-                   {"title", "description", "value_sets", "templates"}, where="")
+                   {"title", "description", "value_sets", "templates", "record"}, where="")
         name, version = data["name"], data["version"]
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise self.fail("must be a lower-case name such as 'paper-2024'", field="name")
@@ -880,7 +897,11 @@ class _Loader:
             raise self.fail("must be a quoted version string such as \"1.0.0\"", field="version")
         title = self._text(data.get("title", name), field="title")
         description = self._text(data.get("description", ""), field="description", empty=True)
-        params = self._parameters(data["parameters"])
+        pack = self.pack
+        record, declarations = self._record(data.get("record"))
+        self.record = record
+        params = check_parameters(data["parameters"], declarations.parameters,
+                                  lambda message, where: self.fail(message, field=where), STATUSES)
         sources = data["sources"]
         if not isinstance(sources, dict):
             raise self.fail("must map source tags to citations", field="sources")
@@ -888,12 +909,17 @@ class _Loader:
             if not isinstance(tag, str) or not tag.strip():
                 raise self.fail("a source tag is a word such as methods_2024", field="sources")
             self._text(citation, field=f"sources.{_short(tag)}")
-        self.field_paths = set(field_paths())
+        self.field_paths = set(record.paths)
         value_sets = data.get("value_sets")
         drug_classes, site_lists, condition_codes = self._value_sets({} if value_sets is None else value_sets)
         consort = self._consort(data["consort"])
-        self.fact_types = catalogue.fact_types(tuple(drug_classes), tuple(site_lists))
-        self.context = catalogue.context_names(tuple(drug_classes), tuple(site_lists)) | set(params)
+        facts_file = self.facts_file
+
+        def fail_facts(message: str, where: str) -> RuleDefinitionError:
+            return self.fail(message, field=where, file=facts_file)
+        self.catalogue, entries = declarations.catalogue(record, params, drug_classes, site_lists, fail_facts)
+        self.fact_types = self.catalogue.facts
+        self.context = set(self.catalogue.quotes)
         self.params = params
         templates = data.get("templates")
         templates = {} if templates is None else templates
@@ -922,64 +948,58 @@ class _Loader:
             raise self.fail(f"must list every criterion exactly once (missing: {missing or 'none'}, "
                             f"unknown: {extra or 'none'})", field="precedence")
         self._decision_needs(criteria, consort)
-        pack = pack_of(self.path)
-        if pack is not None:  # reloaded when pack.yaml changes, but not part of the sha256
-            st = os.stat(pack.path / PACK_FILE)
-            self.stamps.append((str(pack.path / PACK_FILE), st.st_ino, st.st_size, st.st_mtime_ns))
         digest = hashlib.sha256()
         for display, raw in sorted(self.blobs):  # the same set hashes the same, whatever the read order
             digest.update(display.split("/")[-1].encode() + b"\0" + raw + b"\0")
+        sha256 = digest.hexdigest()
+        classifier = drug_classifier(sha256, drug_classes) if drug_classes else None
+        plan = declarations.compile(record, params, drug_classes, site_lists, classifier, entries, fail_facts)
+        if pack is not None:  # reloaded when pack.yaml changes, but not part of the sha256
+            st = os.stat(pack.path / PACK_FILE)
+            self.stamps.append((str(pack.path / PACK_FILE), st.st_ino, st.st_size, st.st_mtime_ns))
         return Ruleset(
-            name=name, version=version, sha256=digest.hexdigest(),
+            name=name, version=version, sha256=sha256,
             title=title, description=description.strip(),
             path=self.file, parameters=params, precedence=tuple(precedence), criteria=criteria,
             sources=dict(sources), consort=consort, drug_classes=drug_classes, site_lists=site_lists,
             files=tuple(d for d, _ in self.blobs), condition_codes=condition_codes,
             pack=pack.name if pack else "", pack_dir=pack.path if pack else None,
+            record=record, catalogue=self.catalogue, plan=plan,
+            parameter_declarations=declarations.parameters,
+            stamped_parameters=declarations.stamp_values(params, fail_facts),
         )
 
-    def _parameters(self, params: Any) -> dict[str, Any]:
-        if not isinstance(params, dict):
-            raise self.fail("must be a mapping", field="parameters")
-        choices = {
-            "age_reference": ("screening_start", "enrollment_date"),
-            "lookback": ("calendar_months", "days", "current"),
-            "attribution_mode": ("presence",),
-            "condition_history": STATUSES,
-        }
-        ints = tuple(PARAMETER_BOUNDS)
-        dates = ("study_window_start", "study_window_end")
-        self._keys(params, set(choices) | set(ints), set(dates), where="parameters.")
-        for key, allowed in choices.items():
-            if not isinstance(params[key], str) or params[key] not in allowed:
-                hint = ""
-                if key == "attribution_mode" and params[key] == "investigator":
-                    hint = " ('investigator' needs a per-condition attribution field that record v1 lacks)"
-                raise self.fail(f"must be one of {', '.join(allowed)}{hint}", field=f"parameters.{key}")
-        for key, (low, high) in PARAMETER_BOUNDS.items():
-            value = params[key]
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise self.fail(f"must be a whole number in {low} … {high}", field=f"parameters.{key}")
-        if params["enrollment_offset_days"] < params["diary_window_nights"]:
-            raise self.fail("must be at least diary_window_nights: randomisation follows the screening diary",
-                            field="parameters.enrollment_offset_days")
-        out = dict(params)
-        for key in dates:
-            if key in params:
-                value = params[key]
-                try:
-                    if isinstance(value, dt.datetime) or not isinstance(value, (str, dt.date)):
-                        raise ValueError(key)
-                    out[key] = value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
-                except ValueError:
-                    raise self.fail("must be a date YYYY-MM-DD", field=f"parameters.{key}") from None
-        for key, other in zip(dates, reversed(dates)):
-            if key not in params and other in params:
-                raise self.fail(f"required with parameters.{other} (the screening period has two ends)",
-                                field=f"parameters.{key}")
-        if "study_window_start" in out and out["study_window_start"] > out["study_window_end"]:
-            raise self.fail("must not be before parameters.study_window_start", field="parameters.study_window_end")
-        return out
+    def _record(self, ref: Any) -> tuple[RecordSpec, Declarations]:
+        """The record (fields.yaml) and derived facts (facts.yaml) the set names under ``record``.
+
+        A set of format 1.0 (released before packs declared their records) names neither: it reads
+        ``fields.yaml`` and ``facts.yaml`` beside it without hashing them, so that it keeps the
+        sha256 it was stamped with; such sets live only in archive snapshots, which never change.
+        """
+        if ref is None:
+            paths = {"fields": self.path.parent / "fields.yaml", "facts": self.path.parent / "facts.yaml"}
+            hashed = False
+        else:
+            if not isinstance(ref, dict):
+                raise self.fail("must be {fields: fields.yaml, facts: facts.yaml}", field="record")
+            self._keys(ref, {"fields", "facts"}, set(), where="record.")
+            for key in ("fields", "facts"):
+                if not isinstance(ref[key], str) or not ref[key].strip():
+                    raise self.fail("must be the path of a file, relative to the criteria set", field=f"record.{key}")
+            paths = {key: self.path.parent / ref[key] for key in ("fields", "facts")}
+            hashed = True
+        shown = {key: self._display(path) for key, path in paths.items()}
+        if not paths["fields"].exists() and ref is None:
+            raise self.fail("names no record: add record: {fields: fields.yaml, facts: facts.yaml}", field="record")
+        fields_data = self._read_yaml(paths["fields"], shown["fields"], field="record.fields", hashed=hashed)
+        record = load_record_spec(fields_data, lambda message, where: self.fail(message, field=where,
+                                                                              file=shown["fields"]))
+        facts_data = self._read_yaml(paths["facts"], shown["facts"], field="record.facts", hashed=hashed)
+        self.facts_file = shown["facts"]
+        declarations = read_declarations(facts_data, record, lambda message, where: self.fail(
+            message, field=where, file=shown["facts"]))
+        return record, declarations
+
     def _decision_needs(self, criteria: dict[str, Criterion], consort: dict[str, Any]) -> None:
         """What screening.decision needs to put every candidate in the right CONSORT box.
 
@@ -1017,6 +1037,9 @@ class _Loader:
                 raise self.fail(f"category {crit.category!r} is also the category of eligibility criteria "
                                 f"({users}): withdrawals would be counted with them; use a withdrawal box",
                                 criterion=crit.id, field="category")
+        if "consent" not in self.fact_types:
+            raise self.fail("a procedural criterion tests the fact 'consent'; the pack's facts.yaml declares none",
+                            field="criteria")
         values = self.fact_types["consent"].values
         covered: dict[str, set[str]] = {value: set() for value in values}
         for crit in procedural:
@@ -1210,12 +1233,12 @@ class _Loader:
         if not isinstance(raw, dict):
             raise self.fail("must be a mapping", field=f"criteria[{index}]")
         given = raw.get("id")
-        cid = given if isinstance(given, str) and _CID_RE.match(given) else f"criteria[{index}]"
+        cid = given if isinstance(given, str) and self.cid_re.match(given) else f"criteria[{index}]"
         required = {"id", "kind", "title", "protocol_text", "sources", "spec", "category"}
         optional = {"subcategory", "ask", "default", "rules", "template", "extra_rules"}
         self._keys(raw, required, optional, where="", criterion=cid)
         if cid != given:
-            raise self.fail("ids look like I1 or E12", criterion=cid, field="id")
+            raise self.fail(f"ids look like {self.cid_example}", criterion=cid, field="id")
         kind = raw["kind"]
         if not isinstance(kind, str) or kind not in KINDS:
             raise self.fail(f"must be one of {', '.join(KINDS)}{_suggest(kind, KINDS)}", criterion=cid, field="kind")
@@ -1387,9 +1410,9 @@ class _Loader:
                 raise self.fail("must be a list of record field paths (text such as birth_date)", criterion=cid,
                                 field=where)
             if item.startswith("@"):
-                if item[1:] not in catalogue.list_context_names():
+                if item[1:] not in self.catalogue.lists:
                     raise self.fail(f"unknown field list {_show(item)}"
-                                    f"{_suggest(item[1:], catalogue.list_context_names())}", criterion=cid, field=where)
+                                    f"{_suggest(item[1:], self.catalogue.lists)}", criterion=cid, field=where)
             elif item not in self.field_paths:
                 raise self.fail(f"unknown record field {_show(item)}{_suggest(item, self.field_paths)}",
                                 criterion=cid, field=where)

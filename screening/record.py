@@ -1,4 +1,7 @@
-"""The v1 candidate intake record (shared/intake-record.md) as strict pydantic models.
+"""Reading candidate records strictly: the shared field types, errors, duplicate keys.
+
+A pack's ``fields.yaml`` declares its record; :mod:`screening.fields` builds the model from it on
+the base and types defined here.
 
 Absent or ``null`` means *unknown*, never "no". Unknown field names are errors (a typo would
 otherwise turn a criterion into "unknown" silently). Records are validated from JSON text in
@@ -17,7 +20,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -26,27 +29,15 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
 )
 
 from .errors import CandidateRecordError, FieldProblem, did_you_mean
 
-ConditionStatus = Literal["active", "history", "absent", "unknown"]
-DifferentialStatus = Literal["absent", "explains_symptoms", "coexisting", "not_assessed"]
-Consent = Literal["pending", "signed", "declined", "withdrawn"]
 
-CONDITION_KEYS: tuple[str, ...] = (
-    "hypothyroidism", "hemodialysis", "peritoneal_dialysis", "hypoglycemia", "alcoholism",
-    "amyotrophic_lateral_sclerosis", "poliomyelitis_sequelae", "lumbar_spinal_stenosis",
-    "parkinson_disease", "radiculopathy", "motor_neuron_disease", "liver_cirrhosis",
-    "malignant_tumor",
-)
-DIFFERENTIAL_KEYS: tuple[str, ...] = ("restless_legs", "claudication", "myositis", "peripheral_neuropathy")
+class RecordBase(BaseModel):
+    """The base of every record model a pack's fields build (screening.fields): strict, no unknown
+    names, no infinite numbers, frozen."""
 
-
-class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
@@ -62,59 +53,10 @@ def _not_blank(value: str) -> str:
 #: An identifier or name that, when given, holds more than spaces (a blank id would print as an
 #: indented line of the candidate above it, and cannot be told from "no site").
 Named = Annotated[str, AfterValidator(_not_blank)]
+#: A record's identifier: text, not empty and not only spaces.
+RequiredId = Annotated[NonEmpty, AfterValidator(_not_blank)]
 #: A calendar date in a range where date arithmetic (D0 + 14, look-backs) cannot overflow.
 Date = Annotated[dt.date, Field(ge=dt.date(1800, 1, 1), le=dt.date(2199, 12, 31))]
-
-
-class Episode(_Model):
-    """One cramp episode in the screening diary."""
-
-    night_of: Date = Field(description="The evening the sleep period began (a cramp at 02:00 belongs to the previous date).")
-    duration_min: Annotated[float, Field(ge=0)] | None = None
-    severity: Annotated[int, Field(ge=1, le=10)] | None = None
-    leg: Literal["left", "right", "both"] | None = None
-    muscle: Literal["calf", "foot", "thigh", "other"] | None = None
-
-
-class Diary(_Model):
-    """The 14-night screening diary. Absent: not yet collected."""
-
-    nights_recorded: Annotated[int, Field(ge=0, le=14)] | None = None
-    episodes: list[Episode] | None = None
-
-
-class Differentials(_Model):
-    restless_legs: DifferentialStatus | None = None
-    claudication: DifferentialStatus | None = None
-    myositis: DifferentialStatus | None = None
-    peripheral_neuropathy: DifferentialStatus | None = None
-
-
-class NlcAssessment(_Model):
-    """The investigator's history and physical examination."""
-
-    confirmed: bool | None = None
-    differentials: Differentials | None = None
-
-
-class Conditions(_Model):
-    """Condition key -> status; a key that is not present is unknown."""
-
-    hypothyroidism: ConditionStatus | None = None
-    hemodialysis: ConditionStatus | None = None
-    peritoneal_dialysis: ConditionStatus | None = None
-    hypoglycemia: ConditionStatus | None = None
-    alcoholism: ConditionStatus | None = None
-    amyotrophic_lateral_sclerosis: ConditionStatus | None = None
-    poliomyelitis_sequelae: ConditionStatus | None = None
-    lumbar_spinal_stenosis: ConditionStatus | None = None
-    parkinson_disease: ConditionStatus | None = None
-    radiculopathy: ConditionStatus | None = None
-    motor_neuron_disease: ConditionStatus | None = None
-    liver_cirrhosis: ConditionStatus | None = None
-    malignant_tumor: ConditionStatus | None = None
-    liver_cirrhosis_ascites_paracentesis: bool | None = None
-    malignant_tumor_site: str | None = None
 
 
 def normalise_atc(code: str) -> str:
@@ -141,60 +83,34 @@ RxCui = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9]
                         json_schema_extra={"pattern": r"^\s*[0-9]+\s*$"})]
 
 
-class Medication(_Model):
-    """A medicine or supplement as recorded. Codes are held in one form (normalise_atc, normalise_rxnorm)."""
-
-    name: NonEmpty
-    atc: AtcCode | None = None
-    rxnorm: RxCui | None = None
-    start_date: Date | None = None
-    stop_date: Date | None = None
-    ongoing: bool | None = None
-
-    @model_validator(mode="after")
-    def _stop_after_start(self) -> "Medication":
-        if self.start_date and self.stop_date and self.stop_date < self.start_date:
-            raise ValueError("stop_date is before start_date")
-        return self
+def _default_model() -> type[BaseModel]:
+    """The record model of the default criteria set's pack (for callers that name no set)."""
+    from .protocol import load_ruleset
+    return load_ruleset().record.model
 
 
-class CandidateRecord(_Model):
-    """One candidate, v1. Required: candidate_id and screening_start (D0)."""
+def __getattr__(name: str) -> Any:
+    """``CandidateRecord``, ``Medication``, … : the default pack's record model classes, by name."""
+    if name.startswith("__") or not name[:1].isupper():
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    found = _models_by_name(_default_model()).get(name)
+    if found is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return found
 
-    candidate_id: Annotated[NonEmpty, AfterValidator(_not_blank)]
-    site: Named | None = None
-    screening_start: Date
-    enrollment_date: Date | None = None
-    birth_date: Date | None = None
-    sex: Literal["female", "male", "other"] | None = None
-    diary: Diary | None = None
-    nlc_assessment: NlcAssessment | None = None
-    conditions: Conditions | None = None
-    medication_history_taken: bool | None = None
-    medications: list[Medication] | None = None
-    consent: Consent | None = None
-    # Optional fields added by nlc-screen (allowed by the contract):
-    deceased_date: Date | None = Field(
-        default=None, description="Set by importers for a deceased patient; the decision warns.")
 
-    @field_validator("enrollment_date")
-    @classmethod
-    def _enrollment_after_diary(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
-        offset = (info.context or {}).get("enrollment_offset_days")
-        start = info.data.get("screening_start")
-        if value is not None and start is not None and offset is not None:
-            problem = enrollment_too_early(start, value, offset)
-            if problem:
-                raise ValueError(problem)
-        return value
-
-    @field_validator("birth_date")
-    @classmethod
-    def _born_before_screening(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
-        start = info.data.get("screening_start")
-        if value is not None and start is not None and value > start:
-            raise ValueError("is after screening_start")
-        return value
+def _models_by_name(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """A record model and every model inside it, by class name."""
+    out: dict[str, type[BaseModel]] = {}
+    stack = [model]
+    while stack:
+        current = stack.pop()
+        out.setdefault(current.__name__, current)
+        for field in current.model_fields.values():
+            inner = _inner_model(field.annotation)
+            if inner is not None and inner.__name__ not in out:
+                stack.append(inner)
+    return out
 
 
 def _field_names(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
@@ -286,10 +202,12 @@ _JSON_WHERE = re.compile(r"Invalid JSON: (.*) at line (\d+) column (\d+)", re.DO
 _JSON_REASON = re.compile(r"[A-Za-z0-9 `,(){}\[\]\\:-]{1,80}", re.ASCII)
 
 
-def problems_from_validation(error: ValidationError, text: str | bytes | None = None) -> list[FieldProblem]:
+def problems_from_validation(error: ValidationError, text: str | bytes | None = None,
+                             model: type[BaseModel] | None = None) -> list[FieldProblem]:
     """Field problems from pydantic's errors: paths and messages, never the offending values.
 
     :param text: the JSON text validated, if any (a syntax error's column is counted in it).
+    :param model: the record model validated (for "did you mean" hints; the default pack's if None).
     """
     problems: list[FieldProblem] = []
     seen: set[tuple[str, str]] = set()
@@ -302,7 +220,7 @@ def problems_from_validation(error: ValidationError, text: str | bytes | None = 
                 message = HIDDEN_NAME
             else:
                 name = str(loc[-1]) if loc else ""
-                hint = did_you_mean(name, _field_names(CandidateRecord, loc[:-1])) if len(name) <= SHOWN_NAME_LIMIT else ""
+                hint = did_you_mean(name, _field_names(model or _default_model(), loc[:-1])) if len(name) <= SHOWN_NAME_LIMIT else ""
                 message = "unknown field" + hint
         elif hidden:  # only unknown keys can have such names; a backstop
             message = f"{HIDDEN_NAME}: {item['msg']}"
@@ -394,7 +312,7 @@ def _colons_in_values(record: BaseModel) -> int:
                if isinstance(value := getattr(model, name), str))
 
 
-def _may_repeat_keys(text: str | bytes, record: CandidateRecord) -> bool:
+def _may_repeat_keys(text: str | bytes, record: BaseModel) -> bool:
     """False when the valid ``record``'s JSON ``text`` cannot have a key twice in one object."""
     colons = text.count(":") if isinstance(text, str) else text.count(b":")
     keys = _keys_read(record)
@@ -468,19 +386,22 @@ def enrollment_too_early(d0: dt.date, enrollment: dt.date, offset_days: int) -> 
     return None
 
 
-def parse_record(text: str | bytes, *, position: str | None = None,
-                 enrollment_offset_days: int | None = None) -> CandidateRecord:
-    """Validate one record from JSON text.
+def parse_record(text: str | bytes, model: type[BaseModel] | None = None, *, position: str | None = None,
+                 parameters: dict[str, Any] | None = None) -> Any:
+    """Validate one record from JSON text against a pack's record model.
 
-    :param enrollment_offset_days: the criteria set's diary length: an ``enrollment_date`` before
-        ``screening_start`` + this is a field error, reported with any others.
+    :param model: the record model (``Ruleset.record.model``); the default pack's if None.
+    :param parameters: the criteria set's parameters: date checks that name one (an
+        ``enrollment_date`` before ``screening_start`` + the diary) are field errors, reported with
+        any others. Without them such checks wait for the set's derivation.
     :raises CandidateRecordError: naming the position, the candidate id if it could be read, and
         every field problem (paths and messages only).
     """
+    model = model or _default_model()
     try:
-        record = CandidateRecord.model_validate_json(text, context={"enrollment_offset_days": enrollment_offset_days})
+        record = model.model_validate_json(text, context={"parameters": parameters})
     except ValidationError as exc:
-        raise record_error(exc, text, position) from None
+        raise record_error(exc, text, position, model) from None
     if _may_repeat_keys(text, record):
         try:
             data = load_keeping_keys(text)
@@ -503,7 +424,7 @@ def _is_text(value: str) -> bool:
 
 
 def record_error(exc: ValidationError, text: str | bytes | dict[str, Any],
-                 position: str | None) -> CandidateRecordError:
+                 position: str | None, model: type[BaseModel] | None = None) -> CandidateRecordError:
     """The error for a record that failed validation: its field problems and any repeated keys,
     named by the candidate id and site when they can be read (and are not themselves repeated)."""
     data: Any = text
@@ -512,7 +433,7 @@ def record_error(exc: ValidationError, text: str | bytes | dict[str, Any],
             data = load_keeping_keys(text)
         except (ValueError, RecursionError):
             data = None
-    problems = duplicate_keys(data) + problems_from_validation(exc, None if isinstance(text, dict) else text)
+    problems = duplicate_keys(data) + problems_from_validation(exc, None if isinstance(text, dict) else text, model)
     if not isinstance(data, dict) and data is not None:
         problems = [FieldProblem("", "not a JSON object")]
     return _record_error(problems, data, position)
@@ -530,27 +451,17 @@ def _record_error(problems: list[FieldProblem], data: Any, position: str | None)
     return CandidateRecordError(problems, position=position, candidate_id=candidate_id, site=site)
 
 
-def record_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the v1 intake record (what ``nlc-screen schema`` prints)."""
-    schema = CandidateRecord.model_json_schema()
+def record_json_schema(model: type[BaseModel] | None = None, title: str | None = None) -> dict[str, Any]:
+    """The JSON Schema of a pack's record (what ``nlc-screen schema`` prints): the default pack's if None."""
+    if model is None:
+        from .protocol import load_ruleset
+        spec = load_ruleset().record
+        model, title = spec.model, title or spec.title
+    schema = model.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "nlc-screen candidate intake record v1"
+    if title:
+        schema["title"] = title
     return schema
-
-
-def field_paths(model: type[BaseModel] = CandidateRecord, prefix: str = "") -> list[str]:
-    """Every field path of the record (``diary.nights_recorded``, ``conditions.hypothyroidism``…).
-
-    Lists are not entered: ``medications`` and ``diary.episodes`` are paths of their own.
-    """
-    paths: list[str] = []
-    for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
-        paths.append(path)
-        inner = _inner_model(field.annotation)
-        if inner is not None and "list[" not in str(field.annotation):
-            paths.extend(field_paths(inner, f"{path}."))
-    return paths
 
 
 def _base_types(annotation: Any) -> set[Any]:
@@ -561,27 +472,3 @@ def _base_types(annotation: Any) -> set[Any]:
     if origin in (typing.Union, types.UnionType):
         return set().union(*(_base_types(a) for a in typing.get_args(annotation))) - {type(None)}
     return {origin or annotation}
-
-
-def field_kinds(model: type[BaseModel] = CandidateRecord, prefix: str = "") -> dict[str, str]:
-    """Each value-holding field path and its JSON kind: ``bool``, ``int``, ``list`` or ``text``.
-
-    Nested objects (``diary``, ``conditions`` …) are entered, not listed; lists are leaves. Readers
-    of flat formats (CSV) type their cells by this, so they follow the model.
-    """
-    kinds: dict[str, str] = {}
-    for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
-        bases = _base_types(field.annotation)
-        inner = _inner_model(field.annotation)
-        if list in bases:
-            kinds[path] = "list"
-        elif inner is not None:
-            kinds.update(field_kinds(inner, f"{path}."))
-        elif bases == {bool}:
-            kinds[path] = "bool"
-        elif bases == {int}:
-            kinds[path] = "int"
-        else:
-            kinds[path] = "text"
-    return kinds

@@ -19,12 +19,14 @@ from hashlib import blake2b as _blake2b
 from typing import Any, Protocol
 from zlib import crc32 as _crc32
 
+from pydantic import BaseModel
+
 from .decision import Decider, error_row
 from .errors import CandidateRecordError, FieldProblem
 from .facts import derive
 from .io import Item
 from .protocol import Ruleset
-from .record import CandidateRecord, parse_record
+from .record import parse_record
 
 
 class Evaluator(Protocol):
@@ -55,7 +57,7 @@ class Screener:
         self.include_record = include_record
         self.other = Screener(compare_with) if compare_with is not None else None
 
-    def record(self, record: CandidateRecord, *, position: str | None = None) -> dict[str, Any]:
+    def record(self, record: Any, *, position: str | None = None) -> dict[str, Any]:
         """The decision row for a validated record.
 
         :raises CandidateRecordError: the record's dates contradict each other.
@@ -71,7 +73,7 @@ class Screener:
             row["record"] = record.model_dump(mode="json", exclude_none=True)
         return row
 
-    def check(self, record: CandidateRecord, row: dict[str, Any], position: str | None) -> dict[str, Any] | None:
+    def check(self, record: Any, row: dict[str, Any], position: str | None) -> dict[str, Any] | None:
         """How this screener's decision differs from ``row`` (made under another set), or None."""
         try:
             mine = self.record(record, position=position)
@@ -92,8 +94,8 @@ class Screener:
             if item.error is not None:
                 raise item.error
             assert item.text is not None
-            record = parse_record(item.text, position=item.position,
-                                  enrollment_offset_days=self.ruleset.parameters["enrollment_offset_days"])
+            record = parse_record(item.text, self.ruleset.record.model, position=item.position,
+                                  parameters=self.ruleset.parameters)
             return self.record(record, position=item.position)
         except CandidateRecordError as exc:
             return self.error(exc, item.position)
@@ -106,11 +108,11 @@ class Screener:
                          message=exc.describe(), fields=exc.fields, ruleset=self.ruleset)
 
 
-def screen_one(record: CandidateRecord | dict[str, Any] | str, ruleset: Ruleset, *,
+def screen_one(record: BaseModel | dict[str, Any] | str, ruleset: Ruleset, *,
                evaluator: Evaluator | None = None) -> dict[str, Any]:
     """Screen one record (a model, a dict or JSON text). A bad record gives an ``error`` row."""
     screener = Screener(ruleset, evaluator=evaluator)
-    if isinstance(record, CandidateRecord):
+    if isinstance(record, BaseModel):
         try:
             return screener.record(record, position="record 1")
         except CandidateRecordError as exc:

@@ -40,7 +40,7 @@ def base_record(**changes: Any) -> dict[str, Any]:
         "nlc_assessment": {"confirmed": True, "differentials": {
             "restless_legs": "absent", "claudication": "absent", "myositis": "absent",
             "peripheral_neuropathy": "absent"}},
-        "conditions": {k: "absent" for k in screening.record.CONDITION_KEYS},
+        "conditions": {k: "absent" for k in condition_keys()},
         "medication_history_taken": True,
         "medications": [{"name": "amlodipine", "atc": "C08CA01", "start_date": "2020-01-01", "ongoing": True}],
         "consent": "signed",
@@ -51,6 +51,19 @@ def base_record(**changes: Any) -> dict[str, Any]:
         else:
             record[key] = value
     return record
+
+
+def copy_record_files(pack: Path, folder: Path) -> None:
+    """Copy a pack's record files (fields.yaml, facts.yaml) beside a copy of one of its sets."""
+    for name in ("fields.yaml", "facts.yaml"):
+        (folder / name).write_bytes((pack / name).read_bytes())
+
+
+def condition_keys(ruleset: screening.Ruleset | None = None) -> list[str]:
+    """The status fields of the record's ``conditions`` object, as the pack's fields.yaml declares them."""
+    spec = (ruleset or screening.load_ruleset()).record.get("conditions")
+    assert spec is not None
+    return [key for key, field in spec.fields.items() if field.type == "enum"]
 
 
 def as_text(record: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """The catalogue of facts (what rules may test) and ``facts.derive`` (what records produce) agree.
 
-``screening/catalogue.py`` lists every fact a rule may name, with its kind and values, so that a
-misspelt fact fails when a set loads. That only protects anything if ``derive`` produces exactly
+The catalogue is made from the pack's ``facts.yaml`` (``Ruleset.catalogue``): every fact a rule may
+name, with its kind and values, so that a misspelt fact fails when a set loads. That only protects anything if ``derive`` produces exactly
 those facts, with values of those kinds: checked here for both shipped sets, on a full record and
 on every record of the fixtures.
 """
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 import screening
-from screening import catalogue
+from screening.derivations import FactType
 from screening.errors import CandidateRecordError
 from screening.facts import Derived, derive
 from screening.record import CandidateRecord, parse_record
@@ -47,7 +47,7 @@ def _fixture_records() -> Iterator[CandidateRecord]:
                 continue  # a malformed case: it never reaches derive
 
 
-def _check_kinds(derived: Derived, types: dict[str, catalogue.FactType], where: str) -> None:
+def _check_kinds(derived: Derived, types: dict[str, FactType], where: str) -> None:
     for name, value in derived.facts.items():
         assert name in types, f"{where}: derive() produced {name!r}, which the catalogue does not list"
         ftype = types[name]
@@ -69,8 +69,8 @@ def test_a_full_record_yields_exactly_the_catalogued_facts(name: str) -> None:
     _check_kinds(derived, types, "full record")
     for cls in ruleset.drug_classes:
         assert derived.facts[f"exp_{cls}"] == "inside", cls  # the full record really has every class
-    quotable = catalogue.context_names(tuple(ruleset.drug_classes), tuple(ruleset.site_lists))
-    missing = (quotable | catalogue.list_context_names()) - set(derived.context)
+    quotable = ruleset.catalogue.quotes - set(ruleset.parameters)
+    missing = (quotable | ruleset.catalogue.lists) - set(derived.context)
     assert not missing, f"the catalogue lets reasons quote {sorted(missing)}, which derive() never sets"
 
 
@@ -106,4 +106,3 @@ def test_the_catalogue_follows_the_value_sets(paper: screening.Ruleset, registry
         types = ruleset.fact_types()
         assert {n[4:] for n in types if n.startswith("exp_")} == set(ruleset.drug_classes)
         assert {n[11:] for n in types if n.startswith("tumor_site_")} == set(ruleset.site_lists)
-    assert catalogue.fact_types(("x",), ()).keys() - catalogue.fact_types((), ()).keys() == {"exp_x"}

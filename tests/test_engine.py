@@ -17,7 +17,7 @@ from screening.decision import Decider
 from screening.engine import DurableEvaluator, compile_ruleset, shared_evaluator
 from screening.facts import Derived
 
-from .conftest import ROOT, base_record
+from .conftest import ROOT, base_record, condition_keys
 
 
 def random_facts(rs: screening.Ruleset, rng: random.Random) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def test_a_fact_that_fires_nothing_is_a_normal_outcome(paper: screening.Ruleset)
     clean = {"age_years": 70, "episodes_in_window": 3, "diary_nights": 14, "nlc_confirmed": "yes",
              "differentials_explaining": 0, "differentials_unassessed": 0, "differentials_coexisting": 0,
              "med_history": "taken", "consent": "signed"}
-    for key in screening.record.CONDITION_KEYS:
+    for key in condition_keys():
         clean[f"cond_{key}"] = "absent"
     for cls in paper.drug_classes:
         clean[f"exp_{cls}"] = "none"

@@ -6,12 +6,20 @@ import datetime as dt
 
 import pytest
 
-from screening.facts import age_on, birthday, clear_date, lookback_start, minus_months
+from screening.derivations import Lookback, age_on, birthday, minus_months
 
 D = dt.date.fromisoformat
-MONTHS = {"lookback": "calendar_months", "lookback_months": 2, "lookback_days": 60}
-DAYS = {"lookback": "days", "lookback_months": 2, "lookback_days": 60}
-CURRENT = {"lookback": "current", "lookback_months": 2, "lookback_days": 60}
+MONTHS = Lookback("calendar_months", months=2, days=60)
+DAYS = Lookback("days", months=2, days=60)
+CURRENT = Lookback("current", months=2, days=60)
+
+
+def lookback_start(end: dt.date, lookback: Lookback) -> dt.date:
+    return lookback.start(end)
+
+
+def clear_date(last: dt.date, lookback: Lookback) -> dt.date:
+    return lookback.clear_date(last)
 
 
 @pytest.mark.parametrize("birth, ref, age", [
@@ -43,7 +51,7 @@ def test_other_lookback_modes() -> None:
 
 @pytest.mark.parametrize("params", [MONTHS, DAYS, CURRENT], ids=["months", "days", "current"])
 @pytest.mark.parametrize("last", ["2023-02-28", "2023-01-31", "2023-12-31", "2024-02-29", "2023-05-15"])
-def test_clear_date_is_the_first_enrollment_that_no_longer_sees_the_dose(params: dict, last: str) -> None:
+def test_clear_date_is_the_first_enrollment_that_no_longer_sees_the_dose(params: Lookback, last: str) -> None:
     day = D(last)
     clear = clear_date(day, params)
     assert lookback_start(clear, params) > day

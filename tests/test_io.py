@@ -120,7 +120,7 @@ def test_csv_unknown_column_is_a_whole_input_error() -> None:
 def test_duplicate_candidates_in_a_batch_are_warned_about() -> None:
     lines = [json.dumps(RECORDS[0]), json.dumps(RECORDS[1]), json.dumps(RECORDS[0])]
     rows = _rows("\n".join(lines) + "\n", "jsonl")
-    assert "warnings" not in rows[0]
+    assert rows[0]["warnings"] == []
     assert any("second record for candidate A" in w and "line 1" in w for w in rows[2]["warnings"])
 
 

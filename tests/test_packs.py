@@ -26,7 +26,8 @@ from screening.protocol import load_pack, load_ruleset, resolve, rules_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 PACK = rules_dir() / "nlc-k2"
-#: The stamps of release 1.0.0, fixed before the sets moved into the pack: moving must not change them.
+#: The stamps of release 1.0.0, fixed before the sets moved into the pack: moving (and archiving)
+#: must not change them.
 STAMPS = {
     "paper-2024": "c61edf9ae94b84c17f3fb3719d20a49f12d86f763ec0b565459675a5a84af9c6",
     "registry-2023": "3e209eb3fcfcfa32a0b110860a099414182f0fe539dd4180ec5ecce27d0ad037",
@@ -63,8 +64,9 @@ def test_everything_trial_specific_lives_in_the_nlc_k2_pack() -> None:
     loose = sorted(p.name for p in rules_dir().iterdir() if p.is_file() and p.name != "README.md")
     assert loose == [], "only the README stays at rules/ level; trial files go into a pack folder"
     assert sorted(p.name for p in rules_dir().iterdir() if p.is_dir() and (p / "pack.yaml").is_file()) == ["nlc-k2"]
-    for name in ("pack.yaml", "paper-2024.yaml", "registry-2023.yaml", "valuesets/drug-classes.yaml",
-                 "valuesets/tumor-sites.yaml", "valuesets/condition-codes.yaml", "expectations/figure1.yaml"):
+    for name in ("pack.yaml", "paper-2024.yaml", "registry-2023.yaml", "fields.yaml", "facts.yaml",
+                 "valuesets/drug-classes.yaml", "valuesets/tumor-sites.yaml", "valuesets/condition-codes.yaml",
+                 "expectations/figure1.yaml", "archive/paper-2024-1.0.0/paper-2024.yaml"):
         assert (PACK / name).is_file(), name
 
 
@@ -80,10 +82,12 @@ def test_pack_yaml_describes_the_pack() -> None:
 
 def test_moving_into_the_pack_keeps_every_stamp() -> None:
     for name, sha in STAMPS.items():
-        rs = load_ruleset(name)
+        rs = load_ruleset(f"{name}@1.0.0")
         assert (rs.name, rs.version, rs.sha256) == (name, "1.0.0", sha)
-        assert rs.path == f"rules/nlc-k2/{name}.yaml"
+        assert rs.path == f"rules/nlc-k2/archive/{name}-1.0.0/{name}.yaml"
         assert rs.pack == "nlc-k2"
+        current = load_ruleset(name)
+        assert (current.version, current.path, current.pack) == ("1.1.0", f"rules/nlc-k2/{name}.yaml", "nlc-k2")
     assert "rules/nlc-k2/valuesets/drug-classes.yaml" in load_ruleset("paper-2024").files
 
 
@@ -91,10 +95,17 @@ def test_moving_into_the_pack_keeps_every_stamp() -> None:
 # Finding a set
 
 
-@pytest.mark.parametrize("spec", ["paper-2024", "paper-2024@1.0.0", "nlc-k2/paper-2024", "nlc-k2/paper-2024@1.0.0",
+@pytest.mark.parametrize("spec", ["paper-2024", "paper-2024@1.1.0", "nlc-k2/paper-2024", "nlc-k2/paper-2024@1.1.0",
                                   "nlc-k2", str(PACK), str(PACK / "paper-2024.yaml")])
 def test_every_way_of_naming_paper_2024_finds_it(spec: str) -> None:
     assert resolve(spec) == PACK / "paper-2024.yaml"
+    assert load_ruleset(spec).sha256 == load_ruleset("paper-2024").sha256
+    assert load_ruleset(spec).version == "1.1.0"
+
+
+@pytest.mark.parametrize("spec", ["paper-2024@1.0.0", "nlc-k2/paper-2024@1.0.0"])
+def test_every_way_of_naming_paper_2024_1_0_0_finds_its_snapshot(spec: str) -> None:
+    assert resolve(spec) == PACK / "archive" / "paper-2024-1.0.0" / "paper-2024.yaml"
     assert load_ruleset(spec).sha256 == STAMPS["paper-2024"]
 
 
@@ -107,7 +118,7 @@ def test_unknown_names_say_what_exists() -> None:
     with pytest.raises(RulesetNotFound, match=r"pack 'nlc-k2' has no criteria set 'paper-2042'; did you mean "
                                               r"'paper-2024'.*available: paper-2024, registry-2023"):
         resolve("nlc-k2/paper-2042")
-    with pytest.raises(RulesetNotFound, match=r"no version '9\.9\.9'; available: 1\.0\.0"):
+    with pytest.raises(RulesetNotFound, match=r"no version '9\.9\.9'; available: 1\.0\.0, 1\.1\.0"):
         resolve("nlc-k2/registry-2023@9.9.9")
 
 
@@ -124,7 +135,7 @@ def test_a_set_name_in_two_packs_needs_its_pack(tmp_path: Path, monkeypatch: pyt
                                               r"nlc-k2-copy/paper-2024; name it as PACK/SET"):
         resolve("paper-2024")
     assert resolve("nlc-k2-copy/paper-2024") == tmp_path / "nlc-k2-copy" / "paper-2024.yaml"
-    assert resolve("nlc-k2/paper-2024@1.0.0") == tmp_path / "nlc-k2" / "paper-2024.yaml"
+    assert resolve("nlc-k2/paper-2024@1.1.0") == tmp_path / "nlc-k2" / "paper-2024.yaml"
     assert load_ruleset("nlc-k2-copy/registry-2023").pack == "nlc-k2-copy"
 
 
@@ -140,7 +151,9 @@ def test_archived_versions_live_in_their_pack(tmp_path: Path, monkeypatch: pytes
     folder = _copy_pack(tmp_path)
     (folder / "archive").mkdir()
     old = (folder / "paper-2024.yaml").read_text(encoding="utf-8")
-    old = old.replace('version: "1.0.0"', 'version: "0.9.0"').replace(": valuesets/", ": ../valuesets/")
+    old = old.replace('version: "1.1.0"', 'version: "0.9.0"').replace(": valuesets/", ": ../valuesets/")
+    old = old.replace("record: {fields: fields.yaml, facts: facts.yaml}",
+                      "record: {fields: ../fields.yaml, facts: ../facts.yaml}")
     (folder / "archive" / "paper-2024-0.9.0.yaml").write_text(old, encoding="utf-8")
     monkeypatch.setattr(protocol, "rules_dir", lambda: tmp_path)
     assert resolve("paper-2024") == folder / "paper-2024.yaml"  # the newest version
@@ -148,31 +161,35 @@ def test_archived_versions_live_in_their_pack(tmp_path: Path, monkeypatch: pytes
     archived = load_ruleset("nlc-k2/paper-2024@0.9.0")
     assert (archived.version, archived.pack) == ("0.9.0", "nlc-k2")
     assert protocol.available_rulesets()["nlc-k2/paper-2024"] == [
-        ("0.9.0", folder / "archive" / "paper-2024-0.9.0.yaml"), ("1.0.0", folder / "paper-2024.yaml")]
+        ("0.9.0", folder / "archive" / "paper-2024-0.9.0.yaml"), ("1.1.0", folder / "paper-2024.yaml")]
 
 
 def test_an_archived_snapshot_keeps_its_stamp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """rules/README.md's recipe: the set and its value sets copied into archive/<set>-<version>/."""
+    """rules/README.md's recipe: the set, its value sets and the record files copied into
+    archive/<set>-<version>/, then the set's version raised."""
     folder = _copy_pack(tmp_path)
-    snapshot = folder / "archive" / "paper-2024-1.0.0"
+    released = load_ruleset(folder / "paper-2024.yaml").sha256
+    snapshot = folder / "archive" / "paper-2024-1.1.0"
     shutil.copytree(folder / "valuesets", snapshot / "valuesets")
-    shutil.copy(folder / "paper-2024.yaml", snapshot / "paper-2024.yaml")
+    for name in ("paper-2024.yaml", "fields.yaml", "facts.yaml"):
+        shutil.copy(folder / name, snapshot / name)
     current = folder / "paper-2024.yaml"
-    current.write_text(current.read_text(encoding="utf-8").replace('version: "1.0.0"', 'version: "1.1.0"'),
+    current.write_text(current.read_text(encoding="utf-8").replace('version: "1.1.0"', 'version: "1.2.0"'),
                        encoding="utf-8")
     monkeypatch.setattr(protocol, "rules_dir", lambda: tmp_path)
-    old = load_ruleset("paper-2024@1.0.0")
-    assert (old.version, old.sha256, old.pack) == ("1.0.0", STAMPS["paper-2024"], "nlc-k2")
-    assert old.path == "rules/nlc-k2/archive/paper-2024-1.0.0/paper-2024.yaml"
-    assert load_ruleset("paper-2024").version == "1.1.0"
-    assert [p.parent.name for p in protocol.resolve_all("nlc-k2")] == ["paper-2024-1.0.0", "nlc-k2", "nlc-k2"]
+    old = load_ruleset("paper-2024@1.1.0")
+    assert (old.version, old.sha256, old.pack) == ("1.1.0", released, "nlc-k2")
+    assert old.path == "rules/nlc-k2/archive/paper-2024-1.1.0/paper-2024.yaml"
+    assert load_ruleset("paper-2024@1.2.0").sha256 != old.sha256
+    assert [p.parent.name for p in protocol.resolve_all("nlc-k2")] == ["paper-2024-1.1.0", "nlc-k2", "nlc-k2"]
 
 
 def test_a_loose_set_file_still_loads_and_belongs_to_no_pack(tmp_path: Path) -> None:
     shutil.copytree(PACK / "valuesets", tmp_path / "valuesets")
-    shutil.copy(PACK / "paper-2024.yaml", tmp_path / "paper-2024.yaml")
+    for name in ("paper-2024.yaml", "fields.yaml", "facts.yaml"):
+        shutil.copy(PACK / name, tmp_path / name)
     rs = load_ruleset(tmp_path / "paper-2024.yaml")
-    assert rs.sha256 == STAMPS["paper-2024"]  # the stamp hashes file names, not folders
+    assert rs.sha256 == load_ruleset("paper-2024").sha256  # the stamp hashes file names, not folders
     assert (rs.pack, rs.pack_dir) == ("", None)
 
 
@@ -232,6 +249,8 @@ def test_an_expected_flow_is_found_in_the_sets_own_pack(tmp_path: Path) -> None:
 def test_a_loose_set_finds_expected_flows_in_any_pack(tmp_path: Path) -> None:
     shutil.copytree(PACK / "valuesets", tmp_path / "valuesets")
     shutil.copy(PACK / "paper-2024.yaml", tmp_path / "mine.yaml")
+    for name in ("fields.yaml", "facts.yaml"):
+        shutil.copy(PACK / name, tmp_path / name)
     assert audit.load_expectation("figure1", load_ruleset(tmp_path / "mine.yaml"))["counts"]["assessed"] == 310
 
 
@@ -261,14 +280,15 @@ def test_rules_list_shows_packs_and_their_sets(runner: CliRunner) -> None:
     text = runner.invoke(cli.main, ["rules", "--list"], catch_exceptions=False).output
     lines = text.splitlines()
     assert lines[0].startswith("nlc-k2: ") and "NCT05547750" in lines[0] and "rules/nlc-k2" in lines[0]
-    assert "  paper-2024: 1.0.0 (default)" in lines
-    assert "  registry-2023: 1.0.0" in lines
+    assert "  paper-2024: 1.0.0, 1.1.0 (default)" in lines
+    assert "  registry-2023: 1.0.0, 1.1.0" in lines
     listed = json.loads(runner.invoke(cli.main, ["rules", "--list", "--format", "json"]).output)
     assert [p["name"] for p in listed["packs"]] == ["nlc-k2"]
     sets = listed["packs"][0]["sets"]
     assert [(s["name"], s["versions"], s["default"]) for s in sets] == [
-        ("paper-2024", ["1.0.0"], True), ("registry-2023", ["1.0.0"], False)]
-    assert [s["spec"] for s in listed["sets"]] == ["nlc-k2/paper-2024@1.0.0", "nlc-k2/registry-2023@1.0.0"]
+        ("paper-2024", ["1.0.0", "1.1.0"], True), ("registry-2023", ["1.0.0", "1.1.0"], False)]
+    assert [s["spec"] for s in listed["sets"]] == ["nlc-k2/paper-2024@1.0.0", "nlc-k2/paper-2024@1.1.0",
+                                                   "nlc-k2/registry-2023@1.0.0", "nlc-k2/registry-2023@1.1.0"]
 
 
 @pytest.mark.parametrize("args", [["--check", "rules/nlc-k2"], ["--check", "--rules", "rules/nlc-k2"],
@@ -278,10 +298,14 @@ def test_rules_check_on_a_pack_checks_every_set(runner: CliRunner, args: list[st
     monkeypatch.chdir(ROOT)
     result = runner.invoke(cli.main, ["rules", *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    paper, registry = load_ruleset("paper-2024").sha256, load_ruleset("registry-2023").sha256
     assert result.output.splitlines() == [
-        f"rules/nlc-k2/paper-2024.yaml: paper-2024 1.0.0 is valid (19 criteria, 62 rules, sha256 {STAMPS['paper-2024']})",
-        f"rules/nlc-k2/registry-2023.yaml: registry-2023 1.0.0 is valid (19 criteria, 45 rules, "
-        f"sha256 {STAMPS['registry-2023']})",
+        f"rules/nlc-k2/archive/paper-2024-1.0.0/paper-2024.yaml: paper-2024 1.0.0 is valid (19 criteria, 62 rules, "
+        f"sha256 {STAMPS['paper-2024']})",
+        f"rules/nlc-k2/paper-2024.yaml: paper-2024 1.1.0 is valid (19 criteria, 62 rules, sha256 {paper})",
+        f"rules/nlc-k2/archive/registry-2023-1.0.0/registry-2023.yaml: registry-2023 1.0.0 is valid (19 criteria, "
+        f"45 rules, sha256 {STAMPS['registry-2023']})",
+        f"rules/nlc-k2/registry-2023.yaml: registry-2023 1.1.0 is valid (19 criteria, 45 rules, sha256 {registry})",
     ]
 
 
@@ -292,7 +316,7 @@ def test_rules_check_on_a_pack_fails_on_its_first_bad_set(runner: CliRunner, tmp
                     encoding="utf-8")
     result = runner.invoke(cli.main, ["rules", "--check", str(folder)])
     assert result.exit_code == 1
-    assert "paper-2024 1.0.0 is valid" in result.output
+    assert "paper-2024 1.1.0 is valid" in result.output
     assert "registry-2023.yaml" in result.output and "min_age_years" in result.output
 
 
@@ -339,5 +363,5 @@ def test_sys_executable_can_list_from_elsewhere(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "rules", "--list", "--format", "json"],
                          cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
-    assert [s["spec"] for s in json.loads(out.stdout)["sets"]] == ["nlc-k2/paper-2024@1.0.0",
-                                                                   "nlc-k2/registry-2023@1.0.0"]
+    assert [s["spec"] for s in json.loads(out.stdout)["sets"]] == [
+        "nlc-k2/paper-2024@1.0.0", "nlc-k2/paper-2024@1.1.0", "nlc-k2/registry-2023@1.0.0", "nlc-k2/registry-2023@1.1.0"]

@@ -11,6 +11,8 @@ import screening
 from screening.errors import RuleDefinitionError, RulesetNotFound
 from screening.protocol import load_ruleset, rules_dir
 
+from .conftest import copy_record_files
+
 
 def _variant(tmp_path: Path, edit) -> Path:
     """A copy of paper-2024 (with its value sets) after ``edit(data)``."""
@@ -20,6 +22,7 @@ def _variant(tmp_path: Path, edit) -> Path:
     (tmp_path / "valuesets").mkdir()
     for f in (src / "valuesets").glob("*.yaml"):
         (tmp_path / "valuesets" / f.name).write_bytes(f.read_bytes())
+    copy_record_files(src, tmp_path)
     path = tmp_path / "variant.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path

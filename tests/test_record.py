@@ -8,7 +8,7 @@ import pytest
 
 import screening
 from screening.errors import CandidateRecordError
-from screening.record import field_paths, parse_record
+from screening.record import parse_record
 
 from .conftest import base_record
 
@@ -57,12 +57,13 @@ def test_null_is_unknown_not_an_error() -> None:
 
 def test_schema_lists_every_field_path() -> None:
     schema = screening.record_json_schema()
-    assert set(schema["properties"]) == {p for p in field_paths() if "." not in p}
-    assert "conditions.malignant_tumor_site" in field_paths()
+    assert set(schema["properties"]) == {p for p in list(screening.load_ruleset().record.paths) if "." not in p}
+    assert "conditions.malignant_tumor_site" in list(screening.load_ruleset().record.paths)
 
 
 def test_public_surface_is_what_all_says() -> None:
     exported = {name for name in dir(screening) if not name.startswith("_")}
-    modules = {"audit", "catalogue", "conditions", "decision", "decision_row", "describe", "engine", "errors", "facts",
-               "generate", "io", "output", "protocol", "record", "scale", "screen", "batch", "sink", "text"}
+    modules = {"audit", "conditions", "decision", "decision_row", "derivations", "describe", "engine", "errors", "facts",
+               "fields", "generate", "io", "matching", "output", "protocol", "record", "scale", "screen", "batch", "sink",
+               "text"}
     assert exported - modules == set(screening.__all__)

@@ -11,7 +11,7 @@ import pytest
 import screening
 from screening import record as record_module
 from screening.errors import CandidateRecordError
-from screening.record import Episode, Medication, _colons_in_values, _keys_read, field_paths, parse_record
+from screening.record import Episode, Medication, _colons_in_values, _keys_read, parse_record
 from screening.screen import screen_one
 
 from .conftest import base_record
@@ -19,7 +19,7 @@ from .conftest import base_record
 
 def _error(text: str) -> CandidateRecordError:
     with pytest.raises(CandidateRecordError) as info:
-        parse_record(text, position="line 7", enrollment_offset_days=14)
+        parse_record(text, position="line 7", parameters={"enrollment_offset_days": 14})
     return info.value
 
 
@@ -137,7 +137,7 @@ def _paths(value: Any, prefix: str = "") -> set[str]:
 
 def test_the_quick_check_counts_every_key_of_a_full_record(monkeypatch: pytest.MonkeyPatch) -> None:
     record = _full_record()
-    every = set(field_paths()) | {f"diary.episodes.{k}" for k in Episode.model_fields} \
+    every = set(list(screening.load_ruleset().record.paths)) | {f"diary.episodes.{k}" for k in Episode.model_fields} \
         | {f"medications.{k}" for k in Medication.model_fields}
     assert every <= _paths(record), "add the model's new fields to _full_record"
     text = json.dumps(record, ensure_ascii=False)

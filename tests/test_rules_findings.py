@@ -26,13 +26,16 @@ import yaml
 from screening.conditions import PythonEvaluator
 from screening.errors import RuleDefinitionError, RulesetNotFound
 from screening.io import Item
-from screening.protocol import MAX_RULES_FILE_BYTES, PARAMETER_BOUNDS, load_ruleset, rules_dir
+from screening.protocol import MAX_RULES_FILE_BYTES, load_ruleset, rules_dir
 from screening.screen import Screener
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, copy_record_files
 
 PACK = rules_dir() / "nlc-k2"
 SHIPPED = PACK / "paper-2024.yaml"
+#: The whole-number parameters the pack declares, and their ranges.
+PARAMETER_BOUNDS = {name: (decl["min"], decl["max"])
+                    for name, decl in load_ruleset("paper-2024").parameter_declarations.items() if decl["type"] == "int"}
 
 
 def _copy_set(tmp_path: Path, text: str | None = None, name: str = "variant.yaml") -> Path:
@@ -40,6 +43,7 @@ def _copy_set(tmp_path: Path, text: str | None = None, name: str = "variant.yaml
     (tmp_path / "valuesets").mkdir(exist_ok=True)
     for f in (PACK / "valuesets").glob("*.yaml"):
         (tmp_path / "valuesets" / f.name).write_bytes(f.read_bytes())
+    copy_record_files(PACK, tmp_path)
     path = tmp_path / name
     path.write_text(SHIPPED.read_text(encoding="utf-8") if text is None else text, encoding="utf-8")
     return path
@@ -278,7 +282,7 @@ def test_every_fixture_record_screens_at_every_parameter_bound(tmp_path: Path, k
 
 
 @pytest.mark.parametrize("edit, key, second", [
-    (lambda t: t.replace('version: "1.0.0"\n', 'version: "1.0.0"\nversion: "9.9.9"\n', 1), "version", 'version: "9.9.9"'),
+    (lambda t: t.replace('version: "1.1.0"\n', 'version: "1.1.0"\nversion: "9.9.9"\n', 1), "version", 'version: "9.9.9"'),
     (lambda t: t.replace("  lookback_months: 2\n", "  lookback_months: 2\n  lookback_months: 6\n", 1),
      "lookback_months", "  lookback_months: 6"),
     (lambda t: t.replace("    title: Written informed consent\n",
@@ -507,16 +511,18 @@ def _replaced(tree: Any, path: tuple[Any, ...], value: Any) -> Any:
 
 
 @pytest.mark.timeout(300)  # a watchdog only
-@pytest.mark.parametrize("target", ["paper-2024.yaml", "drug-classes.yaml", "tumor-sites.yaml", "condition-codes.yaml"])
+@pytest.mark.parametrize("target", ["paper-2024.yaml", "drug-classes.yaml", "tumor-sites.yaml", "condition-codes.yaml",
+                                    "fields.yaml", "facts.yaml"])
 def test_any_value_replaced_by_any_odd_value_is_refused_or_loads_never_a_traceback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str) -> None:
     from screening import protocol
     path = _copy_set(tmp_path)
-    parsed = {f.name: protocol.parse_yaml(f.read_text(encoding="utf-8")) for f in [path, *tmp_path.glob("valuesets/*.yaml")]}
+    parsed = {f.name: protocol.parse_yaml(f.read_text(encoding="utf-8"))
+              for f in [path, *tmp_path.glob("valuesets/*.yaml"), tmp_path / "fields.yaml", tmp_path / "facts.yaml"]}
     parsed[target] = parsed.pop("variant.yaml") if target == "paper-2024.yaml" else parsed[target]
     current: dict[str, Any] = {}
 
-    def read_yaml(self: Any, file: Path, display: str, *, field: str | None = None) -> Any:
+    def read_yaml(self: Any, file: Path, display: str, *, field: str | None = None, hashed: bool = True) -> Any:
         name = "paper-2024.yaml" if file == path else file.name
         if name not in parsed:
             raise self.fail("cannot read: No such file or directory", file=display, field=field)
@@ -585,7 +591,7 @@ def test_template_variables_that_collide_as_keys_are_refused(tmp_path: Path) -> 
 
 
 def test_the_shipped_sets_still_load_with_the_same_stamp() -> None:
-    assert load_ruleset("paper-2024").sha256 == "c61edf9ae94b84c17f3fb3719d20a49f12d86f763ec0b565459675a5a84af9c6"
+    assert load_ruleset("paper-2024@1.0.0").sha256 == "c61edf9ae94b84c17f3fb3719d20a49f12d86f763ec0b565459675a5a84af9c6"
     assert load_ruleset("registry-2023").name == "registry-2023"
 
 

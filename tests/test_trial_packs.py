@@ -1,0 +1,223 @@
+"""The trial lives in its pack, the core is generic (issue: trial packs).
+
+* no Python file of the core names a condition, drug, diary rule or trial registration;
+* a pack's thresholds, conditions and records are data: editing a temporary copy of the pack
+  changes decisions with no code change;
+* the released 1.0.0 sets stay loadable from their archive snapshots with their original sha256,
+  and 1.1.0 decides exactly as 1.0.0 on the golden cases, the Figure 1 cohort and generated records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import screening
+from screening.conditions import PythonEvaluator
+from screening.errors import RuleDefinitionError
+from screening.generate import write_jsonl
+from screening.io import Item
+from screening.protocol import load_ruleset, rules_dir
+from screening.screen import Screener
+
+from .conftest import FIXTURES, ROOT, base_record
+
+PACK = rules_dir() / "nlc-k2"
+#: The stamps of release 1.0.0 (before the sets declared their records): archived, they keep them.
+STAMPS_1_0_0 = {
+    "paper-2024": "c61edf9ae94b84c17f3fb3719d20a49f12d86f763ec0b565459675a5a84af9c6",
+    "registry-2023": "3e209eb3fcfcfa32a0b110860a099414182f0fe539dd4180ec5ecce27d0ad037",
+}
+#: A sha256 over every file of each 1.0.0 snapshot (names and bytes): a snapshot never changes. The
+#: set's own stamp leaves out fields.yaml and facts.yaml (1.0.0 named no record files), so this pins them.
+SNAPSHOTS_1_0_0 = {
+    "paper-2024": "40792a072c319304750882d7cce1644b92c063440ec5b622fd24a009af8a668a",
+    "registry-2023": "2a074e8a7850b7cdd03396f6965dae0038795d2c88133576e0149134b816b993",
+}
+TRIAL_WORDS = ("hypothyroid", "parkinson", "warfarin", "menaquinone", "diuretic", "stenosis", "NCT05547750")
+
+
+def _snapshot_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# A generic core
+
+
+def test_no_core_file_names_a_trial_condition_drug_or_registration() -> None:
+    files = sorted((ROOT / "screening").glob("*.py")) + [ROOT / "cli.py"]
+    assert len(files) > 15
+    found = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for word in TRIAL_WORDS:
+            for match in re.finditer(re.escape(word), text, re.IGNORECASE):
+                line = text.count("\n", 0, match.start()) + 1
+                found.append(f"{path.relative_to(ROOT)}:{line}: {word}")
+    assert not found, "trial-specific words in the core:\n" + "\n".join(found)
+
+
+def _pack_copy(tmp_path: Path) -> Path:
+    folder = tmp_path / "nlc-k2"
+    shutil.copytree(PACK, folder, ignore=shutil.ignore_patterns("archive"))
+    return folder
+
+
+def _screen(ruleset: screening.Ruleset, records: list[dict]) -> list[dict]:
+    screener = Screener(ruleset, evaluator=PythonEvaluator(ruleset))
+    return [screener.item(Item(f"line {i}", json.dumps(r))) for i, r in enumerate(records, 1)]
+
+
+def test_thresholds_follow_the_pack(tmp_path: Path) -> None:
+    """Raising the minimum age and the minimum number of episodes in a copy of the pack changes the
+    decisions of the candidates between the old and the new thresholds, and only theirs."""
+    folder = _pack_copy(tmp_path)
+    set_file = folder / "paper-2024.yaml"
+    text = set_file.read_text(encoding="utf-8")
+    edited = text.replace("  min_age_years: 65\n", "  min_age_years: 70\n").replace("  min_episodes: 2\n",
+                                                                                     "  min_episodes: 5\n")
+    assert edited.count("\n") == text.count("\n") and edited != text
+    set_file.write_text(edited, encoding="utf-8")
+    shipped, changed = load_ruleset("paper-2024"), load_ruleset(set_file)
+    assert (changed.parameters["min_age_years"], changed.parameters["min_episodes"]) == (70, 5)
+    assert changed.sha256 != shipped.sha256
+
+    six = {"nights_recorded": 14, "episodes": [{"night_of": f"2023-03-0{d}"} for d in range(2, 8)]}
+    aged_67 = base_record(candidate_id="A67", birth_date="1955-06-01", diary=six)          # 67 on 2023-03-01
+    aged_72 = base_record(candidate_id="A72", birth_date="1950-06-01", diary=six)
+    episodes = [{"night_of": f"2023-03-0{d}"} for d in (2, 3, 4)]
+    three = base_record(candidate_id="E3", birth_date="1950-06-01", diary={"nights_recorded": 14, "episodes": episodes})
+    before = _screen(shipped, [aged_67, aged_72, three])
+    after = _screen(changed, [aged_67, aged_72, three])
+    assert [r["category"] for r in before] == ["randomized"] * 3
+    assert [r["category"] for r in after] == ["not_meeting_inclusion", "randomized", "not_meeting_inclusion"]
+    assert [r["primary_criterion"] for r in after] == ["I1", "I4", "I2"]
+    assert "needs ≥ 70" in after[0]["criteria"]["I1"]["reason"]
+    assert after[2]["criteria"]["I2"]["status"] == "not_met"
+
+
+def test_a_condition_added_by_yaml_alone_excludes(tmp_path: Path) -> None:
+    """A new condition: one line in fields.yaml (the record accepts it and a fact follows from
+    facts.yaml's for_each) and one criterion in the set. No code."""
+    record = base_record(candidate_id="MG-1")
+    record["conditions"]["myasthenia_gravis"] = "active"
+    shipped = load_ruleset("paper-2024")
+    row = _screen(shipped, [record])[0]
+    assert row["decision"] == "error" and "conditions.myasthenia_gravis: unknown field" in row["error"]
+
+    folder = _pack_copy(tmp_path)
+    fields = folder / "fields.yaml"
+    text = fields.read_text(encoding="utf-8")
+    anchor = "      malignant_tumor: {type: enum, values: condition_status, label: Malignant tumour}\n"
+    assert anchor in text
+    fields.write_text(text.replace(anchor, anchor + "      myasthenia_gravis: {type: enum, values: condition_status, "
+                                                    "label: Myasthenia gravis}\n"), encoding="utf-8")
+    set_file = folder / "paper-2024.yaml"
+    text = set_file.read_text(encoding="utf-8")
+    criterion = ("  - id: E16\n    kind: exclusion\n    title: Myasthenia gravis\n"
+                 "    protocol_text: \"added for this test\"\n    sources: [methods_2024]\n    spec: none\n"
+                 "    category: meeting_exclusion\n    subcategory: secondary_cause\n"
+                 "    template: {name: condition_presence, key: myasthenia_gravis, label: Myasthenia gravis}\n\n")
+    text = text.replace("\ncriteria:\n", "\ncriteria:\n" + criterion, 1)
+    text = text.replace("precedence: [I1, E1,", "precedence: [I1, E16, E1,", 1)
+    set_file.write_text(text, encoding="utf-8")
+    ruleset = load_ruleset(set_file)
+    assert ruleset.fact_types()["cond_myasthenia_gravis"].values == ("active", "history", "absent", "unknown")
+
+    absent = base_record(candidate_id="MG-0")
+    absent["conditions"]["myasthenia_gravis"] = "absent"
+    unknown = base_record(candidate_id="MG-2")
+    rows = _screen(ruleset, [record, absent, unknown])
+    assert (rows[0]["decision"], rows[0]["category"], rows[0]["subcategory"], rows[0]["primary_criterion"]) == \
+        ("excluded", "meeting_exclusion", "secondary_cause", "E16")
+    assert rows[0]["criteria"]["E16"]["reason"].startswith("Myasthenia gravis is active")
+    assert rows[1]["category"] == "randomized"
+    assert rows[2]["decision"] == "undetermined" and rows[2]["ask_next"] == ["conditions.myasthenia_gravis"]
+
+
+def test_a_fact_naming_a_field_the_record_lacks_fails_when_the_pack_loads(tmp_path: Path) -> None:
+    folder = _pack_copy(tmp_path)
+    facts = folder / "facts.yaml"
+    text = facts.read_text(encoding="utf-8")
+    facts.write_text(text.replace("args: {field: nlc_assessment.confirmed}", "args: {field: nlc_assessment.confirmd}"),
+                     encoding="utf-8")
+    with pytest.raises(RuleDefinitionError) as info:
+        load_ruleset(folder / "paper-2024.yaml")
+    message = str(info.value)
+    assert "facts.yaml" in message and "nlc_confirmed" in message and "did you mean" in message
+
+
+def test_an_undeclared_parameter_is_refused_and_a_declared_one_range_checked(tmp_path: Path) -> None:
+    folder = _pack_copy(tmp_path)
+    set_file = folder / "paper-2024.yaml"
+    text = set_file.read_text(encoding="utf-8")
+    set_file.write_text(text.replace("  min_episodes: 2\n", "  min_episodes: 2\n  max_episodes: 9\n"), encoding="utf-8")
+    with pytest.raises(RuleDefinitionError, match=r"parameters\.max_episodes.*unknown field"):
+        load_ruleset(set_file)
+    set_file.write_text(text.replace("  min_episodes: 2\n", "  min_episodes: 1001\n"), encoding="utf-8")
+    with pytest.raises(RuleDefinitionError, match=r"parameters\.min_episodes.*whole number in 0 … 1000"):
+        load_ruleset(set_file)
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions and archive
+
+
+@pytest.mark.parametrize("name", sorted(STAMPS_1_0_0))
+def test_the_released_version_loads_from_its_snapshot_with_its_original_stamp(name: str) -> None:
+    old = load_ruleset(f"{name}@1.0.0")
+    assert (old.version, old.sha256) == ("1.0.0", STAMPS_1_0_0[name])
+    assert old.path == f"rules/nlc-k2/archive/{name}-1.0.0/{name}.yaml"
+    snapshot = PACK / "archive" / f"{name}-1.0.0"
+    assert sorted(p.name for p in snapshot.iterdir()) == ["facts.yaml", "fields.yaml", f"{name}.yaml", "valuesets"]
+    assert _snapshot_digest(snapshot) == SNAPSHOTS_1_0_0[name], "an archived snapshot changed"
+    new = load_ruleset(name)
+    assert new.version == "1.1.0" and new.sha256 != old.sha256
+    assert {Path(f).name for f in new.files} >= {"fields.yaml", "facts.yaml"}
+
+
+def _rows(ruleset: screening.Ruleset, items: list[Item]) -> list[str]:
+    screener = Screener(ruleset)
+    out = []
+    for item in items:
+        row = screener.item(item)
+        assert row.pop("ruleset") == ruleset.stamp
+        out.append(json.dumps(row, ensure_ascii=False))
+    return out
+
+
+def _golden_items() -> list[Item]:
+    items = []
+    for path in sorted((FIXTURES / "cases").glob("*.json")):
+        case = json.loads(path.read_text(encoding="utf-8"))
+        items.append(Item(path.name, json.dumps(case.get("record"))))
+    lines = (FIXTURES / "figure1" / "candidates.jsonl").read_text(encoding="utf-8").splitlines()
+    return items + [Item(f"line {i}", line) for i, line in enumerate(lines, 1)]
+
+
+@pytest.mark.parametrize("name", sorted(STAMPS_1_0_0))
+def test_1_1_0_decides_as_1_0_0_on_the_golden_cases_and_figure_1(name: str) -> None:
+    items = _golden_items()
+    assert len(items) > 400
+    assert _rows(load_ruleset(name), items) == _rows(load_ruleset(f"{name}@1.0.0"), items)
+
+
+@pytest.mark.timeout(600)
+def test_1_1_0_decides_as_1_0_0_on_100k_generated_records() -> None:
+    buffer = io.StringIO()
+    write_jsonl(buffer, 100_000, seed=12, mix=None, ruleset=load_ruleset("paper-2024"))
+    items = [Item(f"line {i}", line) for i, line in enumerate(buffer.getvalue().splitlines(), 1)]
+    assert len(items) == 100_000
+    new, old = _rows(load_ruleset("paper-2024"), items), _rows(load_ruleset("paper-2024@1.0.0"), items)
+    assert sum(1 for row in new if '"decision": "error"' in row) > 100  # the mix includes unreadable records
+    assert new == old
