@@ -63,7 +63,8 @@ def _edit_pack_yaml(folder: Path, edit) -> Path:
 def test_everything_trial_specific_lives_in_the_nlc_k2_pack() -> None:
     loose = sorted(p.name for p in rules_dir().iterdir() if p.is_file() and p.name != "README.md")
     assert loose == [], "only the README stays at rules/ level; trial files go into a pack folder"
-    assert sorted(p.name for p in rules_dir().iterdir() if p.is_dir() and (p / "pack.yaml").is_file()) == ["nlc-k2"]
+    assert sorted(p.name for p in rules_dir().iterdir() if p.is_dir() and (p / "pack.yaml").is_file()) == [
+        "mgo-nlc", "nlc-k2"]
     for name in ("pack.yaml", "paper-2024.yaml", "registry-2023.yaml", "fields.yaml", "facts.yaml",
                  "valuesets/drug-classes.yaml", "valuesets/tumor-sites.yaml", "valuesets/condition-codes.yaml",
                  "expectations/figure1.yaml", "archive/paper-2024-1.0.0/paper-2024.yaml"):
@@ -77,7 +78,7 @@ def test_pack_yaml_describes_the_pack() -> None:
     assert pack.default_set == "paper-2024"
     assert pack.sets == ("paper-2024", "registry-2023")
     assert pack.title
-    assert [p.name for p in screening.protocol.available_packs()] == ["nlc-k2"]
+    assert [p.name for p in screening.protocol.available_packs()] == ["mgo-nlc", "nlc-k2"]
 
 
 def test_moving_into_the_pack_keeps_every_stamp() -> None:
@@ -113,7 +114,7 @@ def test_unknown_names_say_what_exists() -> None:
     with pytest.raises(RulesetNotFound, match=r"no criteria set named 'paper-2042'; did you mean 'paper-2024'.*"
                                               r"available: paper-2024, registry-2023"):
         resolve("paper-2042")
-    with pytest.raises(RulesetNotFound, match=r"no trial pack named 'nlc-k3'; did you mean 'nlc-k2'.*available: nlc-k2"):
+    with pytest.raises(RulesetNotFound, match=r"no trial pack named 'nlc-k3'; did you mean 'nlc-k2'.*available: mgo-nlc, nlc-k2"):
         resolve("nlc-k3/paper-2024")
     with pytest.raises(RulesetNotFound, match=r"pack 'nlc-k2' has no criteria set 'paper-2042'; did you mean "
                                               r"'paper-2024'.*available: paper-2024, registry-2023"):
@@ -243,7 +244,9 @@ def test_an_expected_flow_is_found_in_the_sets_own_pack(tmp_path: Path) -> None:
     mine = load_ruleset(folder / "paper-2024.yaml")
     assert audit.load_expectation("figure1", mine)["counts"]["assessed"] == 311
     assert audit.load_expectation("figure1", load_ruleset("paper-2024"))["counts"]["assessed"] == 310
-    assert audit.load_expectation("figure1")["counts"]["assessed"] == 310  # no set: any pack
+    assert audit.load_expectation("nlc-k2/figure1")["counts"]["assessed"] == 310  # no set: PACK/NAME
+    with pytest.raises(RuleDefinitionError, match=r"'figure1' is in more than one pack: mgo-nlc/figure1, nlc-k2/figure1"):
+        audit.load_expectation("figure1")  # two packs have a figure1: a bare name would guess
 
 
 def test_a_loose_set_finds_expected_flows_in_any_pack(tmp_path: Path) -> None:
@@ -251,7 +254,10 @@ def test_a_loose_set_finds_expected_flows_in_any_pack(tmp_path: Path) -> None:
     shutil.copy(PACK / "paper-2024.yaml", tmp_path / "mine.yaml")
     for name in ("fields.yaml", "facts.yaml"):
         shutil.copy(PACK / name, tmp_path / name)
-    assert audit.load_expectation("figure1", load_ruleset(tmp_path / "mine.yaml"))["counts"]["assessed"] == 310
+    loose = load_ruleset(tmp_path / "mine.yaml")
+    assert audit.load_expectation("nlc-k2/figure1", loose)["counts"]["assessed"] == 310
+    with pytest.raises(RuleDefinitionError, match="more than one pack"):
+        audit.load_expectation("figure1", loose)
 
 
 def test_an_unknown_expected_flow_lists_the_names_there_are() -> None:
@@ -279,15 +285,19 @@ def test_a_flow_in_two_other_packs_needs_its_pack(tmp_path: Path, monkeypatch: p
 def test_rules_list_shows_packs_and_their_sets(runner: CliRunner) -> None:
     text = runner.invoke(cli.main, ["rules", "--list"], catch_exceptions=False).output
     lines = text.splitlines()
-    assert lines[0].startswith("nlc-k2: ") and "NCT05547750" in lines[0] and "rules/nlc-k2" in lines[0]
+    assert lines[0].startswith("mgo-nlc: ") and "rules/mgo-nlc" in lines[0]
+    assert "  roguin-2017: 1.0.0 (default)" in lines
+    nlc = next(line for line in lines if line.startswith("nlc-k2: "))
+    assert "NCT05547750" in nlc and "rules/nlc-k2" in nlc
     assert "  paper-2024: 1.0.0, 1.1.0 (default)" in lines
     assert "  registry-2023: 1.0.0, 1.1.0" in lines
     listed = json.loads(runner.invoke(cli.main, ["rules", "--list", "--format", "json"]).output)
-    assert [p["name"] for p in listed["packs"]] == ["nlc-k2"]
-    sets = listed["packs"][0]["sets"]
+    assert [p["name"] for p in listed["packs"]] == ["mgo-nlc", "nlc-k2"]
+    sets = listed["packs"][1]["sets"]
     assert [(s["name"], s["versions"], s["default"]) for s in sets] == [
         ("paper-2024", ["1.0.0", "1.1.0"], True), ("registry-2023", ["1.0.0", "1.1.0"], False)]
-    assert [s["spec"] for s in listed["sets"]] == ["nlc-k2/paper-2024@1.0.0", "nlc-k2/paper-2024@1.1.0",
+    assert [s["spec"] for s in listed["sets"]] == ["mgo-nlc/roguin-2017@1.0.0",
+                                                   "nlc-k2/paper-2024@1.0.0", "nlc-k2/paper-2024@1.1.0",
                                                    "nlc-k2/registry-2023@1.0.0", "nlc-k2/registry-2023@1.1.0"]
 
 
@@ -364,4 +374,4 @@ def test_sys_executable_can_list_from_elsewhere(tmp_path: Path) -> None:
                          cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert [s["spec"] for s in json.loads(out.stdout)["sets"]] == [
-        "nlc-k2/paper-2024@1.0.0", "nlc-k2/paper-2024@1.1.0", "nlc-k2/registry-2023@1.0.0", "nlc-k2/registry-2023@1.1.0"]
+        "mgo-nlc/roguin-2017@1.0.0", "nlc-k2/paper-2024@1.0.0", "nlc-k2/paper-2024@1.1.0", "nlc-k2/registry-2023@1.0.0", "nlc-k2/registry-2023@1.1.0"]
