@@ -287,9 +287,14 @@ def _make_count_in_window(b: Build, q: dict[str, Quote]) -> Callable[[State], An
                 unknown = parent is not None and parent(st.record) is not None
                 found = (end.isoformat(), MISSING if unknown else 0, [])
             else:
-                dates = [getattr(e, key) for e in entries]
-                inside = sum(1 for d in dates if d0 <= d <= end)
-                outside = [d.isoformat() for d in dates if not d0 <= d <= end] if inside != len(dates) else []
+                inside = 0
+                outside: list[str] = []
+                for entry in entries:
+                    day = getattr(entry, key)
+                    if d0 <= day <= end:
+                        inside += 1
+                    else:
+                        outside.append(day.isoformat())
                 found = (end.isoformat(), inside, outside)
             st.memo[slot] = found
         return found
@@ -386,8 +391,7 @@ def _make_count_values(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
     paths = {k: spec.fields[k].path for k in keys}
     get = getter(spec.path)
     q_names, q_fields = q["names"], q["fields"]
-    memo: dict[tuple[Any, ...], list[str]] = {}
-
+    memo: dict[tuple[Any, ...], tuple[int, str, list[str]]] = {}
     none = (None,) * len(keys)
     read = operator.attrgetter(*keys) if len(keys) > 1 else (lambda obj: (getattr(obj, keys[0]),))
     slot = f"values:{spec.path}"
@@ -397,14 +401,16 @@ def _make_count_values(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
         if state is None:
             obj = get(st.record)
             state = st.memo[slot] = read(obj) if obj is not None else none
-        chosen = memo.get(state)
-        if chosen is None:
+        found = memo.get(state)
+        if found is None:  # at most (values + 1) ** fields states: the memo stays small
             chosen = [k for k, v in zip(keys, state) if v in values or (missing and v is None)]
+            found = (len(chosen), ", ".join(labels[k] for k in chosen), [paths[k] for k in chosen])
             if len(memo) < 4096:
-                memo[state] = chosen
-        st.ctx[q_names] = ", ".join(labels[k] for k in chosen)
-        st.ctx[q_fields] = [paths[k] for k in chosen]
-        return len(chosen)
+                memo[state] = found
+        ctx = st.ctx
+        ctx[q_names] = found[1]
+        ctx[q_fields] = found[2]  # shared between records: read, never changed
+        return found[0]
     return count_values
 
 
@@ -454,74 +460,116 @@ def _medication_list(b: Build) -> tuple[str, Callable[[Any], Any]]:
     return spec.path, getter(spec.path)
 
 
-def _make_exposure(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
-    path, items = _medication_list(b)
-    cname = b.word("class")
-    if cname not in b.drug_classes:
-        raise b.fail(f"argument 'class': {cname!r} is no drug class of the set's value sets")
-    k = list(b.drug_classes).index(cname)
-    on = b.date("end")
-    mode = b.word("lookback")
-    if mode not in ("calendar_months", "days", "current"):
-        raise b.fail("argument 'lookback' is calendar_months, days or current")
-    lookback = Lookback(mode, b.integer("months", 0), b.integer("days", 0))
-    classify = b.classifier
-    assert classify is not None
-    q_start, q_drug, q_when, q_clear = q["start"], q["drug"], q["when"], q["clear"]
+class _Exposure:
+    """Exposure to one drug class in the look-back before a date (``exposure``); several classes
+    over the same list, date and look-back run as one :class:`_Exposures` step."""
 
-    starts: dict[dt.date, tuple[dt.date, str]] = {}
+    def __init__(self, b: Build, q: dict[str, Quote]) -> None:
+        self.path, self.items = _medication_list(b)
+        cname = b.word("class")
+        if cname not in b.drug_classes:
+            raise b.fail(f"argument 'class': {cname!r} is no drug class of the set's value sets")
+        self.k = list(b.drug_classes).index(cname)
+        self.on = b.date("end")
+        mode = b.word("lookback")
+        if mode not in ("calendar_months", "days", "current"):
+            raise b.fail("argument 'lookback' is calendar_months, days or current")
+        self.lookback = Lookback(mode, b.integer("months", 0), b.integer("days", 0))
+        assert b.classifier is not None
+        self.classify = b.classifier
+        self.q_start, self.q_drug, self.q_when, self.q_clear = q["start"], q["drug"], q["when"], q["clear"]
+        self._starts: dict[dt.date, tuple[dt.date, str]] = {}
 
-    def exposure(st: State) -> Any:
-        end = st.dates[on]
+    def key(self) -> tuple[Any, ...]:
+        return (self.path, self.on, self.lookback)
+
+    def start(self, end: dt.date) -> tuple[dt.date, str]:
+        """The look-back's first day (and as text) for an end date; memoised."""
+        found = self._starts.get(end)
+        if found is None:
+            if len(self._starts) >= 4096:
+                self._starts.clear()
+            first = self.lookback.start(end)
+            found = self._starts[end] = (first, first.isoformat())
+        return found
+
+    def __call__(self, st: State) -> Any:
+        end = st.dates[self.on]
         if end is None:
             return "unknown"
-        found = starts.get(end)
-        if found is None:
-            if len(starts) >= 4096:
-                starts.clear()
-            found = starts[end] = (lookback.start(end), lookback.start(end).isoformat())
-        start = found[0]
-        ctx = st.ctx
-        ctx[q_start] = found[1]
-        meds = _classified(st, path, items, classify)
-        if not meds:  # no entry in any class (the usual case)
-            ctx[q_drug] = ctx[q_when] = ctx[q_clear] = ""
-            return "none"
+        start, shown = self.start(end)
+        st.ctx[self.q_start] = shown
+        return self.state(st, _classified(st, self.path, self.items, self.classify), start, end)
+
+    def state(self, st: State, meds: list[tuple[Any, tuple[bool, ...]]], start: dt.date, end: dt.date) -> str:
+        k = self.k
         drug = when = clear = ""
         state = "none"
-        if meds:
-            best_stop: dt.date | None = None
-            ongoing_name = unknown_name = outside_name = None
-            for med, member in meds:
-                if not member[k]:
-                    continue
-                if med.start_date is not None and med.start_date > end:
-                    outside_name = outside_name or med.name
-                elif med.ongoing is True:
-                    ongoing_name = ongoing_name or med.name
-                elif med.stop_date is not None:
-                    if med.stop_date >= start:
-                        if best_stop is None or med.stop_date > best_stop:
-                            best_stop, drug = med.stop_date, med.name
-                    else:
-                        outside_name = outside_name or med.name
+        best_stop: dt.date | None = None
+        ongoing_name = unknown_name = outside_name = None
+        for med, member in meds:
+            if not member[k]:
+                continue
+            if med.start_date is not None and med.start_date > end:
+                outside_name = outside_name or med.name
+            elif med.ongoing is True:
+                ongoing_name = ongoing_name or med.name
+            elif med.stop_date is not None:
+                if med.stop_date >= start:
+                    if best_stop is None or med.stop_date > best_stop:
+                        best_stop, drug = med.stop_date, med.name
                 else:
-                    unknown_name = unknown_name or med.name
-            if ongoing_name is not None:
-                state, drug, when = "inside", ongoing_name, "ongoing"
-                clear = "it is ongoing: it counts until it is stopped (and any look-back after that has passed)"
-            elif best_stop is not None:
-                state, when = "inside", f"last taken {best_stop.isoformat()}"
-                clear = f"it would no longer count from enrollment {lookback.clear_date(best_stop).isoformat()}"
-            elif unknown_name is not None:
-                state, drug, when = "unknown", unknown_name, "with no stop date and not marked ongoing"
-            elif outside_name is not None:
-                state, drug, when = "outside", outside_name, "outside the look-back"
-        st.ctx[q_drug] = f"({drug})" if drug else ""
-        st.ctx[q_when] = when
-        st.ctx[q_clear] = clear
+                    outside_name = outside_name or med.name
+            else:
+                unknown_name = unknown_name or med.name
+        if ongoing_name is not None:
+            state, drug, when = "inside", ongoing_name, "ongoing"
+            clear = "it is ongoing: it counts until it is stopped (and any look-back after that has passed)"
+        elif best_stop is not None:
+            state, when = "inside", f"last taken {best_stop.isoformat()}"
+            clear = f"it would no longer count from enrollment {self.lookback.clear_date(best_stop).isoformat()}"
+        elif unknown_name is not None:
+            state, drug, when = "unknown", unknown_name, "with no stop date and not marked ongoing"
+        elif outside_name is not None:
+            state, drug, when = "outside", outside_name, "outside the look-back"
+        ctx = st.ctx
+        ctx[self.q_drug] = f"({drug})" if drug else ""
+        ctx[self.q_when] = when
+        ctx[self.q_clear] = clear
         return state
-    return exposure
+
+
+class _Exposures:
+    """The exposure facts of several drug classes over one list, date and look-back, as one step."""
+
+    def __init__(self, name: str, first: _Exposure) -> None:
+        self.members: list[tuple[str, _Exposure]] = [(name, first)]
+
+    def accepts(self, step: Any) -> bool:
+        return isinstance(step, _Exposure) and step.key() == self.members[0][1].key()
+
+    def __call__(self, st: State) -> Any:
+        facts, ctx = st.facts, st.ctx
+        first = self.members[0][1]
+        end = st.dates[first.on]
+        if end is None:
+            for name, _ in self.members:
+                facts[name] = "unknown"
+            return MISSING
+        start, shown = first.start(end)
+        meds = _classified(st, first.path, first.items, first.classify)
+        for name, one in self.members:
+            ctx[one.q_start] = shown
+            if meds:
+                facts[name] = one.state(st, meds, start, end)
+            else:  # no entry in any class (the usual case)
+                facts[name] = "none"
+                ctx[one.q_drug] = ctx[one.q_when] = ctx[one.q_clear] = ""
+        return MISSING
+
+
+def _make_exposure(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
+    return _Exposure(b, q)
 
 
 REGISTRY: dict[str, Derivation] = {
@@ -728,7 +776,13 @@ class Declarations:
             quotes = {role: entry.quotes.get(role, ("",))[0] for role in derivation.quotes}
             aliases.extend((names[0], alias) for names in entry.quotes.values() for alias in names[1:])
             step = derivation.make(build, quotes)
-            if entry.group is not None and entry.derive == "enum_value" and steps and \
+            if isinstance(step, _Exposure) and entry.name is not None:
+                last = steps[-1][1] if steps else None
+                if isinstance(last, _Exposures) and last.accepts(step):
+                    last.members.append((entry.name, step))
+                else:
+                    steps.append((None, _Exposures(entry.name, step)))
+            elif entry.group is not None and entry.derive == "enum_value" and steps and \
                     isinstance(steps[-1][1], _EnumValues) and steps[-1][1].group == entry.group:
                 steps[-1][1].add(entry.name, build)
             elif entry.group is not None and entry.derive == "enum_value":
@@ -755,7 +809,9 @@ class Declarations:
             base_field = next((other.field for other in self.dates if other.name == d.planned_from), None)
             message = (check.message if check is not None and check.other == base_field
                        else f"is before {d.planned_from} + {{days}} days")
-            dates.append((d.name, d.field, get, d.planned_from, plus, d.note[0] if d.note else "", message))
+            planned = (None if plus is None else
+                       (dt.timedelta(days=plus), plus, f" (planned: {d.planned_from} + {plus} days)"))
+            dates.append((d.name, d.field, get, d.planned_from, planned, d.note[0] if d.note else "", message))
         return Plan(tuple(dates), tuple(steps), tuple(warns), tuple(aliases))
 
 
@@ -795,7 +851,9 @@ class _EnumValues:
 class Plan:
     """A criteria set's derivation, compiled: run it with :meth:`run`."""
 
-    dates: tuple[tuple[str, str, Callable[[Any], Any], str | None, int | None, Quote, str], ...]
+    #: (name, field path, reader, planned from, (days as timedelta, days, note) or None, note's name, message)
+    dates: tuple[tuple[str, str, Callable[[Any], Any], str | None, tuple[dt.timedelta, int, str] | None, Quote, str],
+                 ...]
     steps: tuple[tuple[str | None, Callable[[State], Any]], ...]
     warnings: tuple[Callable[[State], None], ...]
     #: (quoted name, another name for the same value)
@@ -810,24 +868,25 @@ class Plan:
         st = State(record)
         ctx = st.ctx
         ctx["candidate_id"] = record.candidate_id
+        dates = st.dates
         for name, path, get, planned_from, plus, note, message in self.dates:
             value = get(record)
             if planned_from is not None:
-                base = st.dates[planned_from]
+                base = dates[planned_from]
                 assert plus is not None
                 if base is None:
                     pass
                 elif value is None:
-                    value = base + dt.timedelta(days=plus)
-                    st.planned[name] = plus
-                    ctx[note] = f" (planned: {planned_from} + {plus} days)"
+                    value = base + plus[0]
+                    st.planned[name] = plus[1]
+                    ctx[note] = plus[2]
                 else:
-                    if value < base + dt.timedelta(days=plus):
-                        raise CandidateRecordError([FieldProblem(path, message.replace("{days}", str(plus)))],
+                    if value < base + plus[0]:
+                        raise CandidateRecordError([FieldProblem(path, message.replace("{days}", str(plus[1])))],
                                                    position=position, candidate_id=record.candidate_id,
                                                    site=getattr(record, "site", None))
                     ctx[note] = ""
-            st.dates[name] = value
+            dates[name] = value
             if value is not None:
                 ctx[name] = value.isoformat()
         facts = st.facts
