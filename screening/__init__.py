@@ -18,6 +18,15 @@ from .protocol import Ruleset, available_rulesets, load_ruleset
 from .record import parse_record, record_json_schema
 from .screen import Screener, screen_items, screen_one
 
+
+def __getattr__(name: str) -> object:
+    """``screening.CandidateRecord``: the default criteria set's record model (built from its pack)."""
+    if name == "CandidateRecord":
+        from . import record
+        return record.CandidateRecord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "CandidateRecordError",
     "EngineError",

@@ -19,6 +19,7 @@ import calendar
 import datetime as dt
 import operator
 import re
+import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,6 +155,7 @@ class Build:
     classifier: Callable[[Any], tuple[bool, ...]] | None
     fail: Callable[[str], RuleDefinitionError]
     args: dict[str, Any] = field(default_factory=dict)
+    declared: frozenset[str] = frozenset()
 
     def value(self, name: str, default: Any = MISSING) -> Any:
         """An argument, ``{param: x}`` read from the set's parameters."""
@@ -166,6 +168,9 @@ class Build:
             pname = value["param"]
             if not isinstance(pname, str):
                 raise self.fail(f"argument {name!r}: {{param: name}} takes a parameter's name")
+            if pname not in self.declared:
+                raise self.fail(f"argument {name!r}: no parameter {pname[:40]!r} is declared"
+                                f"{did_you_mean(pname, sorted(self.declared))}")
             if pname not in self.params:
                 return None  # an optional parameter the set does not give
             return self.params[pname]
@@ -175,7 +180,7 @@ class Build:
         path = self.value(name)
         spec = self.record.get(path) if isinstance(path, str) else None
         if spec is None:
-            paths = [f.path for f in self.record.walk()]
+            paths = list(self.record.paths)
             raise self.fail(f"argument {name!r}: {str(path)[:60]!r} is no field of the record"
                             f"{did_you_mean(str(path), paths)}")
         if types and spec.type not in types:
@@ -188,10 +193,14 @@ class Build:
             raise self.fail(f"argument {name!r}: {str(value)[:60]!r} is not one of the dates ({', '.join(self.dates)})")
         return str(value)
 
-    def integer(self, name: str, default: Any = MISSING) -> int:
+    def integer(self, name: str, default: Any = MISSING, *, high: int = 36600) -> int:
+        """A whole-number argument in 0 … ``high`` (bounded so that no date arithmetic on a valid
+        record can overflow, whatever the parameter's declared range)."""
         value = self.value(name, default)
         if not isinstance(value, int) or isinstance(value, bool):
             raise self.fail(f"argument {name!r} must be a whole number or {{param: name}}")
+        if not 0 <= value <= high:
+            raise self.fail(f"argument {name!r} is {value}; it must be in 0 … {high}")
         return value
 
     def word(self, name: str, default: Any = MISSING) -> str:
@@ -236,7 +245,7 @@ def _enum(*values: str) -> Callable[[Build], FactType]:
 def _make_age(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
     born = getter(b.field("born", "date").path)
     on = b.date("at")
-    years = b.integer("birthday") if "birthday" in b.args else None
+    years = b.integer("birthday", high=1000) if "birthday" in b.args else None
     q_on, q_born, q_birthday = q["at"], q["born"], q["birthday"]
 
     def age(st: State) -> Any:
@@ -259,8 +268,9 @@ def _make_count_in_window(b: Build, q: dict[str, Quote]) -> Callable[[State], An
     spec = b.field("list", "list")
     assert spec.items is not None
     key = b.word("date")
-    if spec.items.fields.get(key) is None or spec.items.fields[key].type != "date":
-        raise b.fail(f"argument 'date': {key!r} is no date field of the items of {spec.path}")
+    item = spec.items.fields.get(key)
+    if item is None or item.type != "date" or not item.required:
+        raise b.fail(f"argument 'date': {key!r} is no required date field of the items of {spec.path}")
     items = getter(spec.path)
     parent = getter(spec.path.rsplit(".", 1)[0]) if "." in spec.path else None
     start = b.date("start")
@@ -386,7 +396,12 @@ def _make_count_values(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
     if not keys:
         raise b.fail(f"argument 'object': {spec.path} has no enum fields to count")
     values = frozenset(b.words("values"))
-    missing = b.value("missing", False) is True
+    missing = b.value("missing", False)
+    if not isinstance(missing, bool):
+        raise b.fail("argument 'missing' is true or false")
+    allowed = {v for k in keys for v in spec.fields[k].values}
+    if not values <= allowed:
+        raise b.fail(f"argument 'values': {sorted(values - allowed)[0]!r} is no value of the fields of {spec.path}")
     labels = {k: spec.fields[k].label or k for k in keys}
     paths = {k: spec.fields[k].path for k in keys}
     get = getter(spec.path)
@@ -436,8 +451,9 @@ def _make_in_site_list(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
 
 # -- exposure to a drug class in a look-back ------------------------------------------------------
 
-#: The item fields the exposure derivations read (a medication entry of the v1 record).
-MEDICATION_FIELDS = ("name", "start_date", "stop_date", "ongoing")
+#: The item fields the exposure derivations read (a medication entry of the v1 record), and their types.
+MEDICATION_FIELDS = {"name": ("text", "name"), "atc": ("atc_code",), "rxnorm": ("rxnorm_code",),
+                     "start_date": ("date",), "stop_date": ("date",), "ongoing": ("bool",)}
 
 
 def _classified(st: State, path: str, items: Callable[[Any], Any],
@@ -452,9 +468,12 @@ def _classified(st: State, path: str, items: Callable[[Any], Any],
 def _medication_list(b: Build) -> tuple[str, Callable[[Any], Any]]:
     spec = b.field("list", "list")
     assert spec.items is not None
-    lacking = [f for f in MEDICATION_FIELDS if f not in spec.items.fields]
-    if lacking:
-        raise b.fail(f"argument 'list': the items of {spec.path} lack {', '.join(lacking)}")
+    fields = spec.items.fields
+    lacking = [f"{name} ({' or '.join(types)})" for name, types in MEDICATION_FIELDS.items()
+               if name not in fields or fields[name].type not in types]
+    if lacking or not fields["name"].required:
+        raise b.fail(f"argument 'list': the items of {spec.path} need {', '.join(lacking) or 'name'}"
+                     f"{'' if fields.get('name') is None or fields['name'].required else ' (name required)'}")
     if b.classifier is None:
         raise b.fail("needs drug classes (value_sets.drug_classes of the set)")
     return spec.path, getter(spec.path)
@@ -474,7 +493,7 @@ class _Exposure:
         mode = b.word("lookback")
         if mode not in ("calendar_months", "days", "current"):
             raise b.fail("argument 'lookback' is calendar_months, days or current")
-        self.lookback = Lookback(mode, b.integer("months", 0), b.integer("days", 0))
+        self.lookback = Lookback(mode, b.integer("months", 0, high=12000), b.integer("days", 0))
         assert b.classifier is not None
         self.classify = b.classifier
         self.q_start, self.q_drug, self.q_when, self.q_clear = q["start"], q["drug"], q["when"], q["clear"]
@@ -701,9 +720,13 @@ class Declarations:
             if not isinstance(spec, str):
                 raise fail("is a text with {parameter} placeholders, or {by: <parameter>, texts: {...}}", f"stamp.{key}")
             try:
-                out[key] = spec.format_map(shown)
-            except (KeyError, ValueError, IndexError) as exc:
-                raise fail(f"names no parameter ({exc})", f"stamp.{key}") from None
+                parts = list(string.Formatter().parse(spec))
+            except ValueError as exc:
+                raise fail(f"bad placeholder: {exc}", f"stamp.{key}") from None
+            for _, name, fmt, conv in parts:
+                if name is not None and (name not in shown or fmt or conv):
+                    raise fail(f"{{{str(name)[:40]}}} is no parameter (write plain {{name}})", f"stamp.{key}")
+            out[key] = spec.format_map(shown)
         return out
 
     def expand(self, record: RecordSpec, drug_classes: Iterable[str], site_lists: Iterable[str],
@@ -720,6 +743,8 @@ class Declarations:
                 raise fail("must be {object: <field>, enum: <enums name>}, {drug_class: true} or {site_list: true}",
                            f"{where}.for_each")
             if "object" in each:
+                if not set(each) <= {"object", "enum"}:
+                    raise fail("is {object: <field>, enum: <enums name>}", f"{where}.for_each")
                 obj = record.get(str(each["object"]))
                 if obj is None or obj.type != "object":
                     raise fail("names no object field of the record", f"{where}.for_each.object")
@@ -741,10 +766,22 @@ class Declarations:
                   site_lists: dict[str, Any], fail: Fail) -> tuple[Catalogue, list[Entry]]:
         entries = self.expand(record, drug_classes, site_lists, fail)
         facts: dict[str, FactType] = {}
-        quotes: set[str] = {"candidate_id"} | {d.name for d in self.dates} | set(params)
+        fixed = {"candidate_id"} | {d.name for d in self.dates} | set(self.parameters)
+        quotes: set[str] = set(fixed)
         lists: set[str] = set()
+        owner: dict[str, str] = {}  # quoted name -> the declaration that quotes it
         for d in self.dates:
             quotes.update(d.note)
+            owner.update((n, f"dates.{d.name}") for n in d.note)
+        for entry in list(self.context) + entries:
+            for names in entry.quotes.values():
+                for n in names:
+                    if n in fixed:
+                        raise fail(f"quotes a value as {n!r}, the name of a date, parameter or candidate_id", entry.where)
+                    mine = entry.group or entry.where
+                    if owner.setdefault(n, mine) != mine:
+                        raise fail(f"quotes a value as {n!r}, which {owner[n]} quotes too; one would overwrite the "
+                                   f"other", entry.where)
         for entry in list(self.context) + entries:
             derivation = REGISTRY[entry.derive]
             build = self._build(record, params, drug_classes, site_lists, None, entry, fail)
@@ -764,7 +801,7 @@ class Declarations:
     def _build(self, record: RecordSpec, params: dict[str, Any], drug_classes: dict[str, Any],
                site_lists: dict[str, Any], classifier: Any, entry: Entry, fail: Fail) -> Build:
         return Build(record, params, tuple(d.name for d in self.dates), drug_classes, site_lists, classifier,
-                     lambda message: fail(message, entry.where), dict(entry.args))
+                     lambda message: fail(message, entry.where), dict(entry.args), frozenset(self.parameters))
 
     def compile(self, record: RecordSpec, params: dict[str, Any], drug_classes: dict[str, Any],
                 site_lists: dict[str, Any], classifier: Any, entries: list[Entry], fail: Fail) -> Plan:
@@ -801,8 +838,8 @@ class Declarations:
                 plus = d.plus
                 if isinstance(plus, dict):
                     plus = params.get(plus["param"])
-                if not isinstance(plus, int) or isinstance(plus, bool):
-                    raise fail("plus_days is a whole number or {param: name} of a whole-number parameter",
+                if not isinstance(plus, int) or isinstance(plus, bool) or not 0 <= plus <= 3660:
+                    raise fail("plus_days is a whole number of days, 0 … 3660 (given or read from a parameter)",
                                f"dates.{d.name}.planned")
             spec = record.get(d.field)
             check = spec.not_before if spec is not None else None
@@ -918,6 +955,9 @@ def _entry(raw: dict[str, Any], where: str, subst: dict[str, str], fail: Fail, g
             return {k: sub(v) for k, v in value.items()}
         return value
 
+    for key in raw:
+        if key not in {"name", "derive", "args", "quotes", "doc", "for_each", "message", "where"}:
+            raise fail(f"unknown key {str(key)[:40]!r}", f"{where}.{str(key)[:40]}")
     derive = raw.get("derive")
     table: dict[str, Any] = REGISTRY if "message" not in raw else WARNINGS
     if not isinstance(derive, str) or derive not in table:
@@ -944,7 +984,7 @@ def _entry(raw: dict[str, Any], where: str, subst: dict[str, str], fail: Fail, g
             raise fail(f"{derive} quotes no {str(role)[:40]!r} (it can quote: {', '.join(sorted(roles)) or 'nothing'})",
                        f"{where}.quotes")
         names = [names] if isinstance(names, str) else names
-        if not isinstance(names, list) or not all(isinstance(n, str) and _FACT_NAME.match(n) for n in names):
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and _FACT_NAME.match(n) for n in names):
             raise fail("must be a name (or a list of names) such as window_end", f"{where}.quotes.{role}")
         quotes[role] = tuple(names)
     doc = sub(raw.get("doc", ""))
@@ -1044,6 +1084,8 @@ def read_declarations(data: dict[str, Any], record: RecordSpec, fail: Fail) -> D
             raise fail("must be a list of entries {derive, args, ...}", key)
     context = []
     for i, raw in enumerate(data.get("context") or []):
+        if isinstance(raw, dict) and "message" in raw:
+            raise fail("a context entry quotes values; a message belongs under warnings", f"context[{i}]")
         entry = _entry(raw if isinstance(raw, dict) else {}, f"context[{i}]", {}, fail)
         if entry.name is not None:
             raise fail("a context entry names no fact (list it under facts)", f"context[{i}].name")
@@ -1063,6 +1105,8 @@ def read_declarations(data: dict[str, Any], record: RecordSpec, fail: Fail) -> D
     for i, raw in enumerate(data.get("warnings") or []):
         if not isinstance(raw, dict) or not isinstance(raw.get("message"), str):
             raise fail("each warning is {derive, args, message}", f"warnings[{i}]")
+        if "name" in raw or "quotes" in raw or "for_each" in raw:
+            raise fail("a warning is {derive, args, message}: it names no fact and quotes nothing", f"warnings[{i}]")
         warnings.append(_entry(raw, f"warnings[{i}]", {}, fail))
     stamp = data.get("stamp")
     if stamp is not None and not isinstance(stamp, dict):

@@ -52,6 +52,8 @@ class FieldSpec:
     required: bool = False
     label: str = ""
     help: str = ""
+    #: what an absent or null value means for this field (the record's convention: unknown)
+    unknown: str = ""
     values: tuple[str, ...] = ()
     enum_name: str | None = None
     minimum: float | None = None
@@ -78,6 +80,13 @@ class RecordSpec:
     def model(self) -> type[BaseModel]:
         return _build(self.root)
 
+    def date_checks(self) -> Iterator[tuple[str, DateCheck]]:
+        """Every ``not_before`` / ``not_after`` of the record, with the path of the field it is on."""
+        for spec in self.walk():
+            for check in (spec.not_before, spec.not_after):
+                if check is not None:
+                    yield spec.path, check
+
     def walk(self) -> Iterator[FieldSpec]:
         """Every field under the record (lists' items entered), depth first, in declared order."""
         stack = list(reversed(self.root.fields.values()))
@@ -87,11 +96,14 @@ class RecordSpec:
             children = spec.items.fields if spec.items is not None else spec.fields
             stack.extend(reversed(children.values()))
 
-    def get(self, path: str) -> FieldSpec | None:
-        """The field at ``path`` (``diary.nights_recorded``; a list's item fields as ``diary.episodes.night_of``)."""
+    def get(self, path: str, *, through_lists: bool = False) -> FieldSpec | None:
+        """The field at ``path`` (``diary.nights_recorded``); a list's item fields
+        (``diary.episodes.night_of``) only ``through_lists``: a record holds many of them."""
         spec: FieldSpec | None = self.root
         for part in path.split("."):
             if spec is None:
+                return None
+            if spec.items is not None and not through_lists:
                 return None
             children = spec.items.fields if spec.items is not None else spec.fields
             spec = children.get(part)
@@ -114,7 +126,7 @@ class RecordSpec:
     @cached_property
     def kinds(self) -> dict[str, str]:
         """Each value-holding path (objects entered, lists are leaves) and its JSON kind: ``bool``,
-        ``int``, ``list`` or ``text``. Readers of flat formats (CSV) type their cells by this."""
+        ``int``, ``number``, ``list`` or ``text``. Readers of flat formats (CSV) type their cells by this."""
         out: dict[str, str] = {}
 
         def visit(spec: FieldSpec) -> None:
@@ -122,7 +134,8 @@ class RecordSpec:
                 if child.type == "object":
                     visit(child)
                 else:
-                    out[child.path] = {"list": "list", "bool": "bool", "int": "int"}.get(child.type, "text")
+                    out[child.path] = {"list": "list", "bool": "bool", "int": "int", "number": "number"}.get(child.type,
+                                                                                                         "text")
         visit(self.root)
         return out
 
@@ -161,6 +174,14 @@ def load_record_spec(data: dict[str, Any], fail: Fail) -> RecordSpec:
     if not isinstance(title, str):
         raise fail("must be text", "title")
     spec = RecordSpec(name=name, title=title, root=root, enums=enums)
+    seen: dict[str, str] = {root.model or "": "the record"}
+    for declared in spec.walk():
+        item = declared.items if declared.items is not None else declared
+        if item.type == "object" and item.model is not None:
+            other = seen.setdefault(item.model, declared.path)
+            if other != declared.path:
+                raise fail(f"model name {item.model!r} is also {other}'s; each object needs a name of its own",
+                           f"fields.{declared.path}.model")
     spec.model  # noqa: B018 - build now, so a problem is reported when the pack loads
     return spec
 
@@ -177,6 +198,8 @@ def _keys(raw: dict[str, Any], required: set[str], optional: set[str], where: st
 def _word(key: Any, where: str, fail: Fail) -> str:
     if not isinstance(key, str) or not _NAME.match(key):
         raise fail(f"names are lower_case_with_underscores, not {str(key)[:40]!r}", where)
+    if key.startswith("model_") or hasattr(BaseModel, key):
+        raise fail(f"{key!r} is a name the record model keeps for itself; name the field otherwise", where)
     return key
 
 
@@ -227,7 +250,7 @@ def _field(name: str, path: str, raw: Any, enums: dict[str, tuple[str, ...]], fa
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in TYPES:
         raise fail(f"must be one of {', '.join(TYPES)}", f"{where}type")
-    optional = {"required", "label", "help"}
+    optional = {"required", "label", "help", "unknown"}
     extra = {"int": {"min", "max"}, "number": {"min", "max"}, "enum": {"values"}, "text": {"min_length"},
              "object": {"fields", "model", "checks"}, "list": {"items"}, "date": {"not_before", "not_after"}}
     _keys(raw, {"type"} | ({"fields"} if kind == "object" else {"items"} if kind == "list" else set()),
@@ -236,7 +259,8 @@ def _field(name: str, path: str, raw: Any, enums: dict[str, tuple[str, ...]], fa
     if not isinstance(required, bool):
         raise fail("must be true or false", f"{where}required")
     common: dict[str, Any] = {"name": name, "path": path, "type": kind, "required": required,
-                              "label": _text(raw, "label", where, fail), "help": _text(raw, "help", where, fail)}
+                              "label": _text(raw, "label", where, fail), "help": _text(raw, "help", where, fail),
+                              "unknown": _text(raw, "unknown", where, fail)}
     if depth > MAX_FIELD_DEPTH:
         raise fail(f"nests deeper than {MAX_FIELD_DEPTH} objects", f"fields.{path}")
     if kind in ("int", "number"):
@@ -247,6 +271,8 @@ def _field(name: str, path: str, raw: Any, enums: dict[str, tuple[str, ...]], fa
         return FieldSpec(**common, minimum=low, maximum=high)
     if kind == "text":
         length = _number(raw, "min_length", where, fail, whole=True)
+        if length is not None and not 0 <= length <= 1_000_000:
+            raise fail("must be a whole number of characters, 0 … 1000000", f"{where}min_length")
         return FieldSpec(**common, min_length=None if length is None else int(length))
     if kind == "enum":
         values = raw.get("values")
@@ -280,7 +306,8 @@ def _field(name: str, path: str, raw: Any, enums: dict[str, tuple[str, ...]], fa
                 if check is None:
                     continue
                 other = fields.get(check.other)
-                if other is None or other.type != "date" or list(fields).index(check.other) > list(fields).index(key):
+                if other is None or other.type != "date" or check.other == key or \
+                        list(fields).index(check.other) > list(fields).index(key):
                     raise fail(f"{check.other!r} must be a date field declared before {key} in the same object",
                                f"{where}fields.{key}")
         checks = []
@@ -293,6 +320,8 @@ def _field(name: str, path: str, raw: Any, enums: dict[str, tuple[str, ...]], fa
             for key in ("field", "not_before"):
                 if not isinstance(check[key], str) or check[key] not in fields or fields[check[key]].type != "date":
                     raise fail("names no date field of this object", f"{where}checks[{i}].{key}")
+            if check["field"] == check["not_before"]:
+                raise fail("compares a date with itself", f"{where}checks[{i}]")
             checks.append((check["field"], check["not_before"], _text(check, "message", f"{where}checks[{i}].", fail)))
         return FieldSpec(**common, fields=fields, model=model, checks=tuple(checks))
     return FieldSpec(**common)
@@ -356,7 +385,9 @@ def _build(spec: FieldSpec) -> type[BaseModel]:
     validators: dict[str, Any] = {}
     for key, child in spec.fields.items():
         annotation = _annotation(child)
-        info: dict[str, Any] = {k: v for k, v in (("title", child.label), ("description", child.help)) if v}
+        description = " ".join(part for part in (child.help, f"Absent or null: {child.unknown}" if child.unknown else "")
+                               if part)
+        info: dict[str, Any] = {k: v for k, v in (("title", child.label), ("description", description)) if v}
         if child.required:
             definitions[key] = (annotation, Field(**info))
         else:

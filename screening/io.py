@@ -1044,6 +1044,9 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+_NUMBER = re.compile(r"-?[0-9]{1,30}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?", re.ASCII)
+
+
 def _csv_value(column: str, cell: str, kinds: Mapping[str, str]) -> Any:
     kind = kinds[column]
     if kind == "bool":
@@ -1052,9 +1055,16 @@ def _csv_value(column: str, cell: str, kinds: Mapping[str, str]) -> Any:
             return low == "true"
         raise ValueError("must be true or false")
     if kind == "int":
-        if cell.isascii() and cell.isdigit():
+        digits = cell[1:] if cell[:1] == "-" else cell
+        if digits.isascii() and digits.isdigit() and len(digits) <= 18:
             return int(cell)
         raise ValueError("must be a whole number")
+    if kind == "number":
+        if _NUMBER.fullmatch(cell):
+            value = float(cell)
+            if math.isfinite(value):
+                return value
+        raise ValueError("must be a finite number")
     if kind == "list":
         try:
             value = json.loads(cell, parse_constant=_no_constant)

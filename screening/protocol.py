@@ -977,6 +977,10 @@ class _Loader:
         sha256 it was stamped with; such sets live only in archive snapshots, which never change.
         """
         if ref is None:
+            if "archive" not in self.path.parts[:-1]:
+                raise self.fail("required field is missing: record: {fields: fields.yaml, facts: facts.yaml} "
+                                "(only an archived set released before packs declared records may leave it out)",
+                                field="record")
             paths = {"fields": self.path.parent / "fields.yaml", "facts": self.path.parent / "facts.yaml"}
             hashed = False
         else:
@@ -998,6 +1002,15 @@ class _Loader:
         self.facts_file = shown["facts"]
         declarations = read_declarations(facts_data, record, lambda message, where: self.fail(
             message, field=where, file=shown["facts"]))
+        for path, check in record.date_checks():
+            if check.plus_param is None:
+                continue
+            declared = declarations.parameters.get(check.plus_param)
+            if not isinstance(declared, dict) or declared.get("type") != "int" or declared.get("optional") or \
+                    not 0 <= declared.get("min", -1) <= declared.get("max", -1) <= 3660:
+                raise self.fail(f"plus_days reads {check.plus_param!r}, which the pack's facts.yaml must declare as a "
+                                f"whole-number parameter every set gives, within 0 … 3660", field=f"fields.{path}",
+                                file=shown["fields"])
         return record, declarations
 
     def _decision_needs(self, criteria: dict[str, Criterion], consort: dict[str, Any]) -> None:

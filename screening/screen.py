@@ -64,7 +64,7 @@ class Screener:
         """
         derived = derive(record, self.ruleset, position=position)
         fired = self.evaluator.fired(derived.facts)
-        row = self.decider.decide(fired, derived, candidate_id=record.candidate_id, site=record.site)
+        row = self.decider.decide(fired, derived, candidate_id=record.candidate_id, site=getattr(record, "site", None))
         if self.other is not None:
             check = self.other.check(record, row, position)
             if check is not None:
@@ -74,8 +74,12 @@ class Screener:
         return row
 
     def check(self, record: Any, row: dict[str, Any], position: str | None) -> dict[str, Any] | None:
-        """How this screener's decision differs from ``row`` (made under another set), or None."""
+        """How this screener's decision differs from ``row`` (made under another set), or None.
+
+        A record read with another pack's model is read again with this set's own (its fields may
+        differ); one it cannot read is an ``error`` in the check, never a crash."""
         try:
+            record = self.own(record, position)
             mine = self.record(record, position=position)
         except CandidateRecordError as exc:
             return {"set": self.ruleset.name, "version": self.ruleset.version, "decision": "error", "error": exc.describe()}
@@ -87,6 +91,17 @@ class Screener:
         return {"set": self.ruleset.name, "version": self.ruleset.version, "decision": mine["decision"],
                 "category": mine["category"], "subcategory": mine["subcategory"],
                 "primary_criterion": mine["primary_criterion"], "differs_on": differs}
+
+    def own(self, record: Any, position: str | None) -> Any:
+        """``record`` as this set's record model holds it (validated again if another pack's model made it).
+
+        :raises CandidateRecordError: the record is not a valid record of this set's pack.
+        """
+        model = self.ruleset.record.model
+        if type(record) is model:
+            return record
+        return parse_record(record.model_dump_json(exclude_unset=True), model, position=position,
+                            parameters=self.ruleset.parameters)
 
     def item(self, item: Item) -> dict[str, Any]:
         """The row for one input item: a decision, or an error row. Never raises for bad input."""
@@ -114,7 +129,7 @@ def screen_one(record: BaseModel | dict[str, Any] | str, ruleset: Ruleset, *,
     screener = Screener(ruleset, evaluator=evaluator)
     if isinstance(record, BaseModel):
         try:
-            return screener.record(record, position="record 1")
+            return screener.record(screener.own(record, "record 1"), position="record 1")
         except CandidateRecordError as exc:
             return screener.error(exc, "record 1")
     text = record if isinstance(record, str) else json.dumps(record, ensure_ascii=False)

@@ -221,3 +221,95 @@ def test_1_1_0_decides_as_1_0_0_on_100k_generated_records() -> None:
     new, old = _rows(load_ruleset("paper-2024"), items), _rows(load_ruleset("paper-2024@1.0.0"), items)
     assert sum(1 for row in new if '"decision": "error"' in row) > 100  # the mix includes unreadable records
     assert new == old
+
+
+# ---------------------------------------------------------------------------------------------
+# A pack's files are checked when it loads: a hostile or careless edit is an error naming the file
+# and field, never a set that loads and then fails on every record
+
+
+def _edit(folder: Path, name: str, old: str, new: str) -> None:
+    path = folder / name
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+@pytest.mark.parametrize("name, old, new, message", [
+    ("fields.yaml", "plus_days: {param: enrollment_offset_days}", "plus_days: {param: lookback}",
+     "plus_days reads 'lookback'"),
+    ("fields.yaml", "plus_days: {param: enrollment_offset_days}", "plus_days: {param: nothing}",
+     "plus_days reads 'nothing'"),
+    ("fields.yaml", "  site:\n    type: name", "  model_config:\n    type: name", "keeps for itself"),
+    ("fields.yaml", "        name:\n          type: text\n          min_length: 1",
+     "        name:\n          type: text\n          min_length: -3", "0 … 1000000"),
+    ("fields.yaml", "    model: Diary", "    model: Conditions", "each object needs a name of its own"),
+    ("fields.yaml", "        atc: {type: atc_code, label: ATC code}\n", "", "need atc (atc_code)"),
+    ("facts.yaml", "args: {list: diary.episodes, date: night_of, start: screening_start, nights: {param: diary_window_nights}, count: inside}",
+     "args: {list: medications, date: start_date, start: screening_start, nights: {param: diary_window_nights}, count: inside}",
+     "no required date field"),
+    ("facts.yaml", "args: {field: diary.nights_recorded}", "args: {field: diary.episodes.severity}",
+     "is no field of the record"),
+    ("facts.yaml", "quotes: {end: window_end}", "quotes: {end: []}", "must be a name"),
+    ("facts.yaml", "quotes: {end: window_end}", "quotes: {end: min_age_years}", "the name of a date, parameter"),
+    ("facts.yaml", "quotes: {end: window_end}", "quotes: {end: birth_date}", "which facts[0] (age_years) quotes too"),
+    ("facts.yaml", "from: {param: study_window_start}", "from: {param: study_window_strat}",
+     "no parameter 'study_window_strat' is declared"),
+    ("facts.yaml", 'age_reference: "{age_reference}"', 'age_reference: "{age_reference:>99999999}"', "is no parameter"),
+    ("facts.yaml", "  - derive: presence_text", "  - message: x\n    derive: presence_text", "belongs under warnings"),
+    ("facts.yaml", "  enrollment_offset_days:\n    type: int\n    min: 1\n    max: 3660",
+     "  enrollment_offset_days:\n    type: int\n    min: 1\n    max: 99999999999", "within 0 … 3660"),
+])
+def test_a_bad_pack_file_is_refused_when_it_loads(tmp_path: Path, name: str, old: str, new: str, message: str) -> None:
+    folder = _pack_copy(tmp_path)
+    _edit(folder, name, old, new)
+    with pytest.raises(RuleDefinitionError) as info:
+        load_ruleset(folder / "paper-2024.yaml")
+    assert message in str(info.value) and ".yaml" in str(info.value), str(info.value)
+
+
+def test_a_set_outside_an_archive_must_name_its_record_files(tmp_path: Path) -> None:
+    """Only an archived set released before packs may read fields.yaml and facts.yaml unhashed."""
+    folder = _pack_copy(tmp_path)
+    _edit(folder, "paper-2024.yaml", "record: {fields: fields.yaml, facts: facts.yaml}\n", "")
+    with pytest.raises(RuleDefinitionError, match="record.*only an archived set"):
+        load_ruleset(folder / "paper-2024.yaml")
+
+
+def test_comparing_with_a_set_of_another_pack_reads_the_record_with_that_packs_fields() -> None:
+    """--compare-with across packs: the other set reads the record with its own model; a field it does
+    not know makes the check an error, never a crash of the batch."""
+    roguin, paper = load_ruleset("roguin-2017"), load_ruleset("paper-2024")
+    record = {"candidate_id": "X1", "screening_start": "2020-01-01", "birth_date": "1950-01-01", "consent": "signed",
+              "diary": {"nights_recorded": 14, "episodes": [{"night_of": f"2020-01-0{d}"} for d in range(1, 6)]}}
+    row = Screener(roguin, compare_with=paper).item(Item("line 1", json.dumps(record)))
+    assert row["category"] == "randomized"
+    assert (row["criteria_set_check"]["set"], row["criteria_set_check"]["decision"]) == ("paper-2024", "undetermined")
+    row = Screener(paper, compare_with=roguin).item(Item("line 1", json.dumps(base_record())))
+    assert row["criteria_set_check"]["decision"] == "error"
+    assert "conditions: unknown field" in row["criteria_set_check"]["error"]
+    model = roguin.record.model.model_validate_json(json.dumps(record))
+    assert screening.screen_one(model, paper)["decision"] == "undetermined"  # read again with paper's fields
+
+
+def test_a_pack_without_a_site_field_screens(tmp_path: Path) -> None:
+    folder = _pack_copy(tmp_path)
+    _edit(folder, "fields.yaml", "  site:\n    type: name\n    label: Site\n    help: Screening centre.\n", "")
+    ruleset = load_ruleset(folder / "paper-2024.yaml")
+    record = base_record()
+    del record["site"]
+    row = _screen(ruleset, [record])[0]
+    assert (row["decision"], row["site"]) == ("eligible", None)
+
+
+def test_csv_cells_of_number_and_negative_int_fields_are_typed(tmp_path: Path) -> None:
+    folder = _pack_copy(tmp_path)
+    _edit(folder, "fields.yaml", "  deceased_date:\n", "  weight_kg: {type: number, min: 20}\n  offset: {type: int, min: -5}\n"
+          "  deceased_date:\n")
+    ruleset = load_ruleset(folder / "paper-2024.yaml")
+    from screening.io import read_records
+    text = "candidate_id,screening_start,weight_kg,offset\nA,2023-03-01,71.5,-3\nB,2023-03-01,heavy,x\n"
+    items = list(read_records(io.StringIO(text), "csv", kinds=ruleset.record.kinds))
+    rows = [Screener(ruleset, evaluator=PythonEvaluator(ruleset)).item(item) for item in items]
+    assert rows[0]["decision"] == "undetermined"
+    assert rows[1]["decision"] == "error" and "weight_kg: must be a finite number" in rows[1]["error"]
