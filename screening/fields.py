@@ -54,6 +54,8 @@ class FieldSpec:
     help: str = ""
     #: what an absent or null value means for this field (the record's convention: unknown)
     unknown: str = ""
+    #: the screener's question for this field, by language (``en``, ``zh``)
+    question: dict[str, str] = field(default_factory=dict)
     values: tuple[str, ...] = ()
     enum_name: str | None = None
     minimum: float | None = None
@@ -75,6 +77,13 @@ class RecordSpec:
     title: str
     root: FieldSpec
     enums: dict[str, tuple[str, ...]]
+    #: language -> a note on its questions (a draft that needs a native speaker's review …)
+    question_review: dict[str, str] = field(default_factory=dict)
+
+    def question(self, path: str, lang: str = "en") -> str | None:
+        """The screener's question for a field path in a language, or None."""
+        spec = self.get(path)
+        return spec.question.get(lang) if spec is not None else None
 
     @cached_property
     def model(self) -> type[BaseModel]:
@@ -150,7 +159,10 @@ class RecordSpec:
 
 def load_record_spec(data: dict[str, Any], fail: Fail) -> RecordSpec:
     """Validate a ``fields.yaml`` mapping. ``fail(message, field)`` makes the error to raise."""
-    _keys(data, {"name", "fields"}, {"title", "model", "help", "enums"}, "", fail)
+    _keys(data, {"name", "fields"}, {"title", "model", "help", "enums", "question_review"}, "", fail)
+    review = data.get("question_review", {})
+    if not isinstance(review, dict) or not all(k in LANGUAGES and isinstance(v, str) for k, v in review.items()):
+        raise fail("must map a language to a note on its questions' review", "question_review")
     name = data["name"]
     if not isinstance(name, str) or not name.strip():
         raise fail("must be text such as 'my-trial-record'", "name")
@@ -173,7 +185,7 @@ def load_record_spec(data: dict[str, Any], fail: Fail) -> RecordSpec:
     title = data.get("title", name)
     if not isinstance(title, str):
         raise fail("must be text", "title")
-    spec = RecordSpec(name=name, title=title, root=root, enums=enums)
+    spec = RecordSpec(name=name, title=title, root=root, enums=enums, question_review=dict(review))
     seen: dict[str, str] = {root.model or "": "the record"}
     for declared in spec.walk():
         item = declared.items if declared.items is not None else declared
@@ -209,6 +221,19 @@ def _values(values: Any, where: str, fail: Fail) -> tuple[str, ...]:
     if len(set(values)) != len(values):
         raise fail("lists a value twice", where)
     return tuple(values)
+
+
+#: The languages a question is written in: every question has them all.
+LANGUAGES = ("en", "zh")
+
+
+def _question(raw: Any, where: str, fail: Fail) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or set(raw) != set(LANGUAGES) or \
+            not all(isinstance(v, str) and v.strip() for v in raw.values()):
+        raise fail(f"must be {{{', '.join(f'{lang}: <the question>' for lang in LANGUAGES)}}}", where)
+    return dict(raw)
 
 
 def _text(raw: dict[str, Any], key: str, where: str, fail: Fail) -> str:
@@ -250,7 +275,7 @@ def _field(name: str, path: str, raw: Any, enums: dict[str, tuple[str, ...]], fa
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in TYPES:
         raise fail(f"must be one of {', '.join(TYPES)}", f"{where}type")
-    optional = {"required", "label", "help", "unknown"}
+    optional = {"required", "label", "help", "unknown", "question"}
     extra = {"int": {"min", "max"}, "number": {"min", "max"}, "enum": {"values"}, "text": {"min_length"},
              "object": {"fields", "model", "checks"}, "list": {"items"}, "date": {"not_before", "not_after"}}
     _keys(raw, {"type"} | ({"fields"} if kind == "object" else {"items"} if kind == "list" else set()),
@@ -260,7 +285,8 @@ def _field(name: str, path: str, raw: Any, enums: dict[str, tuple[str, ...]], fa
         raise fail("must be true or false", f"{where}required")
     common: dict[str, Any] = {"name": name, "path": path, "type": kind, "required": required,
                               "label": _text(raw, "label", where, fail), "help": _text(raw, "help", where, fail),
-                              "unknown": _text(raw, "unknown", where, fail)}
+                              "unknown": _text(raw, "unknown", where, fail),
+                              "question": _question(raw.get("question"), f"{where}question", fail)}
     if depth > MAX_FIELD_DEPTH:
         raise fail(f"nests deeper than {MAX_FIELD_DEPTH} objects", f"fields.{path}")
     if kind in ("int", "number"):

@@ -94,8 +94,11 @@ def text_block(row: Mapping[str, Any], ruleset: Ruleset) -> str:
     lines = [f"{who}: {_HEADLINE[row['decision']]} — {box}"]
     if crit is not None:
         lines.append(f"  because {primary} {crit.title}: {row['criteria'][primary]['reason']}")
-    if row.get("ask_next"):
-        lines.append("  ask next: " + ", ".join(row["ask_next"]))
+    if row.get("ask_next"):  # most decisive first; each question with the field it fills
+        lines.append("  ask next:")
+        for path in row["ask_next"]:
+            question = ruleset.record.question(path)
+            lines.append(f"    {question} [{path}]" if question else f"    [{path}]")
     if row.get("criteria_set_check"):
         lines.append("  other criteria set: " + compare_text(row["criteria_set_check"]))
     for warning in row.get("warnings", []):

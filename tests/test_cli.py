@@ -79,7 +79,7 @@ def test_text_output_explains_the_decision(runner: CliRunner) -> None:
     out = result.output
     assert out.startswith("S-7 (test site): UNDETERMINED — Pending")
     assert "because I1 Age ≥ 65 years: birth_date not recorded" in out
-    assert "ask next: birth_date" in out
+    assert "  ask next:\n    What is the candidate's date of birth? [birth_date]\n" in out
     assert "rules: paper-2024 1.1.0" in out
 
 

@@ -118,10 +118,10 @@ def test_a_condition_added_by_yaml_alone_excludes(tmp_path: Path) -> None:
     folder = _pack_copy(tmp_path)
     fields = folder / "fields.yaml"
     text = fields.read_text(encoding="utf-8")
-    anchor = "      malignant_tumor: {type: enum, values: condition_status, label: Malignant tumour}\n"
+    anchor = "      liver_cirrhosis_ascites_paracentesis:\n"
     assert anchor in text
-    fields.write_text(text.replace(anchor, anchor + "      myasthenia_gravis: {type: enum, values: condition_status, "
-                                                    "label: Myasthenia gravis}\n"), encoding="utf-8")
+    fields.write_text(text.replace(anchor, "      myasthenia_gravis: {type: enum, values: condition_status, "
+                                           "label: Myasthenia gravis}\n" + anchor), encoding="utf-8")
     set_file = folder / "paper-2024.yaml"
     text = set_file.read_text(encoding="utf-8")
     criterion = ("  - id: E16\n    kind: exclusion\n    title: Myasthenia gravis\n"
@@ -313,3 +313,47 @@ def test_csv_cells_of_number_and_negative_int_fields_are_typed(tmp_path: Path) -
     rows = [Screener(ruleset, evaluator=PythonEvaluator(ruleset)).item(item) for item in items]
     assert rows[0]["decision"] == "undetermined"
     assert rows[1]["decision"] == "error" and "weight_kg: must be a finite number" in rows[1]["error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The screener's questions live in the pack, beside their fields
+
+
+def _asked(ruleset: screening.Ruleset) -> set[str]:
+    """Every field path an ask of the set can name (field lists expanded to every field they may hold)."""
+    paths: set[str] = set()
+    for crit in ruleset.criteria.values():
+        for item in set(crit.ask).union(*(rule.ask for rule in crit.rules)):
+            if item.startswith("@"):  # a list of an object's fields: any of them
+                paths |= {p for p in ruleset.record.paths if p.startswith("nlc_assessment.differentials.")}
+            else:
+                paths.add(item)
+    return paths
+
+
+@pytest.mark.parametrize("name", ["paper-2024", "registry-2023", "roguin-2017"])
+def test_every_field_a_set_asks_about_has_a_question_in_english_and_chinese(name: str) -> None:
+    ruleset = load_ruleset(name)
+    asked = _asked(ruleset)
+    assert "birth_date" in asked and "consent" in asked
+    for path in sorted(asked):
+        spec = ruleset.record.get(path)
+        assert spec is not None, path
+        assert set(spec.question) == {"en", "zh"}, path
+        assert spec.question["en"].endswith("?") and re.search(r"[\u4e00-\u9fff]", spec.question["zh"]), path
+    assert "native" in ruleset.record.question_review["zh"]  # the Chinese drafts say they need review
+
+
+def test_text_output_asks_the_open_questions_one_per_line_most_decisive_first(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    import cli
+    result = CliRunner().invoke(cli.main, ["screen", str(ROOT / "examples" / "sparse.json")])
+    lines = result.output.splitlines()
+    start = lines.index("  ask next:")
+    asked = [line for line in lines[start + 1:] if line.startswith("    ") and line.endswith("]")]
+    assert asked[0] == "    Has the candidate ever had hypothyroidism (now, in the past, or never)? " \
+                       "[conditions.hypothyroidism]"
+    row = json.loads(CliRunner().invoke(cli.main, ["screen", str(ROOT / "examples" / "sparse.json"), "--format",
+                                                   "jsonl"]).output)
+    assert [line.rsplit("[", 1)[1][:-1] for line in asked] == row["ask_next"]  # JSON keeps the field paths
