@@ -167,9 +167,12 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
                    "them as formulas. Turn off for machine readers that want the exact text.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--brief", is_flag=True,
+              help="Text output: only what rules the candidate out, what is still open, what to ask and the "
+                   "warnings — one screen for a desk.")
 def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, output: str,
            include_record: bool, compare_spec: str | None, check_duplicates: bool, workers: int,
-           csv_formula_guard: bool, progress: bool | None) -> None:
+           csv_formula_guard: bool, progress: bool | None, brief: bool) -> None:
     """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
 
     Writes one decision per input record, in input order. A record that cannot be read becomes an
@@ -181,6 +184,8 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
 
         nlc-screen screen fixtures/figure1/candidates.jsonl --format jsonl | nlc-screen audit - --expect figure1
     """
+    if brief and fmt != "text":
+        raise click.UsageError("--brief shapes the text output; it does not apply to --format " + fmt)
     ruleset = _load(rules_spec)
     other = _load(compare_spec) if compare_spec else None
     name = None if source == "-" else source
@@ -188,7 +193,7 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
     try:
         with _open_input(source) as stream, _progress_bar(show) as bar, \
                 open_output(output, input_path=source) as out:
-            writer = RowWriter(out, fmt, ruleset, csv_formula_guard=csv_formula_guard)
+            writer = RowWriter(out, fmt, ruleset, csv_formula_guard=csv_formula_guard, brief=brief)
             result = screen_batch(stream, writer, ruleset, input_format=input_format, name=name, workers=workers,
                                   include_record=include_record, compare_with=other,
                                   check_duplicates=check_duplicates, progress=bar)

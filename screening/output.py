@@ -69,9 +69,11 @@ def compare_text(check: Mapping[str, Any]) -> str:
             f"(primary {check.get('primary_criterion')}; the sets differ on {differs})")
 
 
-def text_block(row: Mapping[str, Any], ruleset: Ruleset) -> str:
+def text_block(row: Mapping[str, Any], ruleset: Ruleset, *, brief: bool = False) -> str:
     """A decision explained for a screener: the box, why, what to ask next, every criterion.
 
+    ``brief``: one screen for a desk — only the criteria that rule the candidate out or are still
+    open, the questions to ask and the warnings; no passing criterion, no stamp.
     Every line is passed through :func:`visible`: the values in it come from the record."""
     who = row["candidate_id"] + (f" ({row['site']})" if row.get("site") else "")
     labels = ruleset.consort.get("labels", {})
@@ -92,8 +94,19 @@ def text_block(row: Mapping[str, Any], ruleset: Ruleset) -> str:
         if row.get("subcategory"):
             box += " / " + labels.get(row["subcategory"], row["subcategory"])
     lines = [f"{who}: {_HEADLINE[row['decision']]} — {box}"]
-    if crit is not None:
+    if crit is not None and not brief:
         lines.append(f"  because {primary} {crit.title}: {row['criteria'][primary]['reason']}")
+    if brief:  # what rules out and what the investigator decides, in full; what is unknown, by id
+        unknown = []
+        for cid in ruleset.precedence:
+            result = row["criteria"].get(cid)
+            mark = _mark(ruleset.criteria.get(cid), result["status"]) if result else "+"
+            if mark in ("x", "!") and result is not None:
+                lines.append(f"  {mark} {cid} {ruleset.criteria[cid].title}: {result['reason']}")
+            elif mark == "?":
+                unknown.append(cid)
+        if unknown:
+            lines.append(f"  ? unknown: {', '.join(unknown)}")
     if row.get("ask_next"):  # most decisive first; each question with the field it fills
         lines.append("  ask next:")
         for path in row["ask_next"]:
@@ -103,6 +116,8 @@ def text_block(row: Mapping[str, Any], ruleset: Ruleset) -> str:
         lines.append("  other criteria set: " + compare_text(row["criteria_set_check"]))
     for warning in row.get("warnings", []):
         lines.append(f"  warning: {warning}")
+    if brief:
+        return "\n".join(map(visible, lines)) + "\n"
     lines.append("  criteria (+ passes, x rules the candidate out, ? unknown, ! investigator to review):")
     for cid in ruleset.precedence:
         result = row["criteria"].get(cid)
@@ -163,11 +178,13 @@ class RowWriter:
 
     BATCH = 256
 
-    def __init__(self, out: TextOut, fmt: str, ruleset: Ruleset, *, csv_formula_guard: bool = True) -> None:
+    def __init__(self, out: TextOut, fmt: str, ruleset: Ruleset, *, csv_formula_guard: bool = True,
+                 brief: bool = False) -> None:
         self.out = out
         self.fmt = fmt
         self.ruleset = ruleset
         self.csv_formula_guard = csv_formula_guard
+        self.brief = brief
         self._count = 0
         self._pending: list[str] = []
         self._write = out.write
@@ -189,7 +206,7 @@ class RowWriter:
                 self._write(csv_line(csv_header(self.ruleset)))
             self._write(csv_line(csv_cells(row, self.ruleset), formula_guard=self.csv_formula_guard))
         else:
-            self._write(("\n" if self._count else "") + text_block(row, self.ruleset))
+            self._write(("\n" if self._count else "") + text_block(row, self.ruleset, brief=self.brief))
         self._count += 1
 
     def write_block(self, data: bytes, count: int) -> None:

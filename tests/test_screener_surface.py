@@ -1,0 +1,54 @@
+"""What a screener at the desk reads (issue 13): brief text output, questions instead of field paths."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+import cli
+
+from .conftest import ROOT, base_record
+
+ONE = str(ROOT / "examples" / "one.json")
+SPARSE = str(ROOT / "examples" / "sparse.json")
+
+
+def _run(*args: str, stdin: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(cli.main, list(args), input=stdin)
+    return result.exit_code, result.output
+
+
+def test_brief_shows_what_rules_out_what_is_open_and_the_warnings_but_no_passing_criterion() -> None:
+    code, out = _run("screen", ONE, "--brief")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("CD-0420 (Third People's Hospital of Chengdu): EXCLUDED")
+    assert lines[1].startswith("  x E14 Vitamin K antagonist within 2 months before enrollment: ")
+    assert lines[2].startswith("  ! I3 ") and "the investigator decides" in lines[2]
+    assert lines[3] == "  ? unknown: I2, I4"
+    assert lines[4].startswith("  warning: decision made on a planned enrollment_date")
+    assert len(lines) == 5  # no "+ passes" line, no criteria table, no stamp
+    _, full = _run("screen", ONE)
+    assert "+ E1" in full and "+ E1" not in out and "rules: paper-2024" not in out
+
+
+def test_brief_asks_the_open_questions_and_is_one_screen() -> None:
+    _, out = _run("screen", SPARSE, "--brief")
+    lines = out.splitlines()
+    assert lines[1].startswith("  ? unknown: E1, E2,") and lines[2] == "  ask next:"
+    assert lines[3] == "    Has the candidate ever had hypothyroidism (now, in the past, or never)? [conditions.hypothyroidism]"
+    assert len(lines) < 30
+
+
+def test_an_eligible_candidate_awaiting_consent_is_asked_for_it() -> None:
+    record = base_record(candidate_id="C-1", consent="pending")
+    _, out = _run("screen", "-", "--brief", stdin=json.dumps(record))
+    assert "ELIGIBLE" in out.splitlines()[0]
+    assert "    Has the candidate signed the written informed consent, or declined or withdrawn? [consent]" in out
+    _, jsonl = _run("screen", "-", "--format", "jsonl", stdin=json.dumps(record))
+    assert json.loads(jsonl)["ask_next"] == ["consent"]
+
+
+def test_brief_is_for_text_output_only() -> None:
+    code, out = _run("screen", ONE, "--brief", "--format", "jsonl")
+    assert code == 2 and "--brief" in out
