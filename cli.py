@@ -279,7 +279,8 @@ def _list_packs(fmt: str) -> None:
 @click.option("--check", is_flag=True,
               help="Only load and validate the criteria set; given a pack (its name or folder), every set of it.")
 @click.option("--list", "list_sets", is_flag=True, help="List the shipped trial packs, their sets and versions.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              help="markdown: the set as a specification page (what docs/criteria/<set>.md holds).")
 @click.pass_context
 def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, list_sets: bool, fmt: str) -> None:
     """Print the criteria of a set as a readable table (or validate it with --check).
@@ -308,9 +309,11 @@ def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, 
                        f"criteria, {len(ruleset.flat_rules)} rules, sha256 {ruleset.sha256})")
         return
     ruleset = _load(rules_spec)
-    from screening.describe import ruleset_json, ruleset_table
+    from screening.describe import ruleset_json, ruleset_markdown, ruleset_table
 
-    if fmt == "json":
+    if fmt == "markdown":
+        click.echo(ruleset_markdown(ruleset), nl=False)
+    elif fmt == "json":
         click.echo(json.dumps(ruleset_json(ruleset), indent=2, ensure_ascii=False))
     else:
         click.echo(ruleset_table(ruleset), nl=False)

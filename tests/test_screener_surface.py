@@ -52,3 +52,30 @@ def test_an_eligible_candidate_awaiting_consent_is_asked_for_it() -> None:
 def test_brief_is_for_text_output_only() -> None:
     code, out = _run("screen", ONE, "--brief", "--format", "jsonl")
     assert code == 2 and "--brief" in out
+
+
+def test_the_specification_pages_in_docs_criteria_are_current() -> None:
+    """docs/criteria/<set>.md is what `nlc-screen rules --format markdown` prints for every current
+    shipped set: regenerate them when a set changes (the command is in each page)."""
+    import screening
+
+    sets = sorted({name for pack in screening.protocol.available_packs() for name in pack.sets})
+    assert sets == ["paper-2024", "registry-2023", "roguin-2017"]
+    pages = sorted(p.stem for p in (ROOT / "docs" / "criteria").glob("*.md"))
+    assert pages == sets
+    for name in sets:
+        code, page = _run("rules", "--format", "markdown", "--rules", name)
+        assert code == 0
+        shipped = (ROOT / "docs" / "criteria" / f"{name}.md").read_text(encoding="utf-8")
+        assert shipped == page, f"docs/criteria/{name}.md is out of date: regenerate it"
+        assert screening.load_ruleset(name).sha256 in page
+        for cid in screening.load_ruleset(name).precedence:
+            assert f"\n### {cid} — " in page
+
+
+def test_the_specification_page_shows_each_rule_its_reason_and_the_questions() -> None:
+    _, page = _run("rules", "--format", "markdown", "--rules", "paper-2024")
+    assert "| met | cond_hypothyroidism = active | Hypothyroidism is active" in page
+    assert "- `conditions.hypothyroidism`: Has the candidate ever had hypothyroidism" in page
+    assert "/ 候选人目前或既往是否患有甲状腺功能减退症？" in page
+    assert "| `min_age_years` | 65 | the youngest age included, in completed years |" in page
