@@ -110,7 +110,7 @@ def ruleset_markdown(ruleset: Ruleset) -> str:
         for rule in c.rules:
             out.append(f"| {rule.status} | {_md(condition_text(rule.when))} | {_md(rule.reason)} |")
         out.append(f"| {c.default.status} | otherwise | {_md(c.default.reason)} |")
-        asked = [a for a in dict.fromkeys(list(c.ask) + [a for r in c.rules for a in r.ask])]
+        asked = list(dict.fromkeys([*c.ask, *(a for r in c.rules for a in r.ask)]))
         if asked:
             out += ["", "Questions for the fields it asks about:", ""]
             for path in asked:

@@ -148,9 +148,6 @@ class RecordSpec:
         visit(self.root)
         return out
 
-    def label(self, path: str) -> str:
-        spec = self.get(path)
-        return spec.label if spec is not None and spec.label else path.rsplit(".", 1)[-1]
 
 
 # ---------------------------------------------------------------------------------------------

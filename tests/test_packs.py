@@ -128,10 +128,17 @@ def test_a_folder_without_pack_yaml_is_not_a_pack(tmp_path: Path) -> None:
         resolve(str(tmp_path))
 
 
-def test_a_set_name_in_two_packs_needs_its_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def two_packs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A rules folder holding the nlc-k2 pack and a copy of it named nlc-k2-copy (same set names)."""
     _copy_pack(tmp_path, "nlc-k2")
     _copy_pack(tmp_path, "nlc-k2-copy")
     monkeypatch.setattr(protocol, "rules_dir", lambda: tmp_path)
+    return tmp_path
+
+
+def test_a_set_name_in_two_packs_needs_its_pack(two_packs: Path) -> None:
+    tmp_path = two_packs
     with pytest.raises(RulesetNotFound, match=r"'paper-2024' is in more than one pack: nlc-k2/paper-2024, "
                                               r"nlc-k2-copy/paper-2024; name it as PACK/SET"):
         resolve("paper-2024")
@@ -266,10 +273,7 @@ def test_an_unknown_expected_flow_lists_the_names_there_are() -> None:
         audit.load_expectation("figure2", load_ruleset("paper-2024"))
 
 
-def test_a_flow_in_two_other_packs_needs_its_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _copy_pack(tmp_path, "nlc-k2")
-    _copy_pack(tmp_path, "nlc-k2-copy")
-    monkeypatch.setattr(protocol, "rules_dir", lambda: tmp_path)
+def test_a_flow_in_two_other_packs_needs_its_pack(two_packs: Path) -> None:
     with pytest.raises(RuleDefinitionError, match=r"'figure1' is in more than one pack: nlc-k2/figure1, "
                                                   r"nlc-k2-copy/figure1; name it as PACK/NAME"):
         audit.load_expectation("figure1")
