@@ -31,6 +31,7 @@ from screening.errors import (
     EXIT_UNREADABLE,
     OutputError,
 )
+from screening.i18n import DEFAULT_LANG, LANG_ENV, LANGUAGES
 from screening.io import FORMATS
 from screening.output import OUTPUT_FORMATS, RowWriter
 from screening.protocol import DEFAULT_RULESET
@@ -43,6 +44,13 @@ rules_option = click.option(
     "--rules", "rules_spec", default=DEFAULT_RULESET, show_default=True, metavar="NAME|PATH",
     help="Criteria set: a shipped set's name (`nlc-screen rules --list` shows them), NAME@VERSION, PACK/SET, a "
          "pack's name or folder (its default set), or a YAML file.")
+
+
+lang_option = click.option(
+    "--lang", type=click.Choice(LANGUAGES), default=DEFAULT_LANG, envvar=LANG_ENV, show_default=True,
+    show_envvar=True,
+    help="Language of the texts for people: titles, reasons, questions, warnings, box labels (zh: Simplified "
+         "Chinese, a draft awaiting clinical review). Keys, statuses, field paths and record errors stay English.")
 
 
 class Failure(click.ClickException):
@@ -61,11 +69,20 @@ def _failure(exc: screening.ScreeningError) -> Failure:
     return (OutputFailure if isinstance(exc, OutputError) else Failure)(visible(str(exc)))
 
 
-def _load(rules_spec: str) -> screening.Ruleset:
+def _load(rules_spec: str, lang: str = DEFAULT_LANG) -> screening.Ruleset:
     try:
-        return screening.load_ruleset(rules_spec)
+        ruleset = screening.load_ruleset(rules_spec)
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
+    if not ruleset.speaks(lang):
+        message = (f"criteria set {ruleset.name} {ruleset.version} is written in {', '.join(ruleset.languages)} "
+                   f"only; --lang {lang} needs its translations")
+        ctx = click.get_current_context(silent=True)
+        source = ctx.get_parameter_source("lang") if ctx is not None else None
+        if source is not click.core.ParameterSource.ENVIRONMENT:
+            raise Failure(visible(message))
+        click.echo(visible(f"Note: {message}; {LANG_ENV}={lang} is ignored for it (English)."), err=True)
+    return ruleset
 
 
 #: handled like SIGINT: the run stops, a -o file is left as it was, exit 130
@@ -170,9 +187,10 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
 @click.option("--brief", is_flag=True,
               help="Text output: only what rules the candidate out, what is still open, what to ask and the "
                    "warnings — one screen for a desk.")
+@lang_option
 def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, output: str,
            include_record: bool, compare_spec: str | None, check_duplicates: bool, workers: int,
-           csv_formula_guard: bool, progress: bool | None, brief: bool) -> None:
+           csv_formula_guard: bool, progress: bool | None, brief: bool, lang: str) -> None:
     """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
 
     Writes one decision per input record, in input order. A record that cannot be read becomes an
@@ -186,17 +204,18 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
     """
     if brief and fmt != "text":
         raise click.UsageError("--brief shapes the text output; it does not apply to --format " + fmt)
-    ruleset = _load(rules_spec)
+    ruleset = _load(rules_spec, lang)
+    lang = lang if ruleset.speaks(lang) else DEFAULT_LANG
     other = _load(compare_spec) if compare_spec else None
     name = None if source == "-" else source
     show = sys.stderr.isatty() if progress is None else progress
     try:
         with _open_input(source) as stream, _progress_bar(show) as bar, \
                 open_output(output, input_path=source) as out:
-            writer = RowWriter(out, fmt, ruleset, csv_formula_guard=csv_formula_guard, brief=brief)
+            writer = RowWriter(out, fmt, ruleset, csv_formula_guard=csv_formula_guard, brief=brief, lang=lang)
             result = screen_batch(stream, writer, ruleset, input_format=input_format, name=name, workers=workers,
                                   include_record=include_record, compare_with=other,
-                                  check_duplicates=check_duplicates, progress=bar)
+                                  check_duplicates=check_duplicates, progress=bar, lang=lang)
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
     message = result.summary()
@@ -213,7 +232,8 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
 @click.option("--expect", default=None, metavar="NAME|PATH",
               help="Compare with an expected flow (figure1: the paper's Figure 1); exit 1 on any difference.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def audit(decisions: str, rules_spec: str | None, expect: str | None, fmt: str) -> None:
+@lang_option
+def audit(decisions: str, rules_spec: str | None, expect: str | None, fmt: str, lang: str) -> None:
     """Count decisions into the CONSORT enrollment boxes and check the arithmetic.
 
     Reads `nlc-screen screen` output (JSON Lines or a JSON array). Exits 1 when the arithmetic does
@@ -230,7 +250,8 @@ def audit(decisions: str, rules_spec: str | None, expect: str | None, fmt: str) 
             if rules_spec is None:  # the set stamped on the first row
                 stamp = (first or {}).get("ruleset")
                 rules_spec = f"{stamp['name']}@{stamp['version']}" if stamp else DEFAULT_RULESET
-            ruleset = _load(rules_spec)
+            ruleset = _load(rules_spec, lang if fmt == "text" else DEFAULT_LANG)
+            lang = lang if ruleset.speaks(lang) else DEFAULT_LANG
             expected = audit_mod.load_expectation(expect, ruleset) if expect else None
             counts = audit_mod.count(itertools.chain([first] if first else [], rows), ruleset)
             diffs = audit_mod.compare(counts, expected) if expected else []
@@ -243,7 +264,7 @@ def audit(decisions: str, rules_spec: str | None, expect: str | None, fmt: str) 
                 {"box": b, "expected": w, "actual": h} for b, w, h in diffs]}
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
-        click.echo(audit_mod.render(counts, expected), nl=False)
+        click.echo(audit_mod.render(counts, expected, lang), nl=False)
     if diffs or counts.arithmetic():
         sys.exit(1)
 
@@ -281,8 +302,10 @@ def _list_packs(fmt: str) -> None:
 @click.option("--list", "list_sets", is_flag=True, help="List the shipped trial packs, their sets and versions.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
               help="markdown: the set as a specification page (what docs/criteria/<set>.md holds).")
+@lang_option
 @click.pass_context
-def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, list_sets: bool, fmt: str) -> None:
+def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, list_sets: bool, fmt: str,
+          lang: str) -> None:
     """Print the criteria of a set as a readable table (or validate it with --check).
 
     The set is NAME|PATH or --rules, not both. Examples:
@@ -308,15 +331,16 @@ def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, 
             click.echo(f"{ruleset.path}: {ruleset.name} {ruleset.version} is valid ({len(ruleset.criteria)} "
                        f"criteria, {len(ruleset.flat_rules)} rules, sha256 {ruleset.sha256})")
         return
-    ruleset = _load(rules_spec)
+    ruleset = _load(rules_spec, lang)
+    lang = lang if ruleset.speaks(lang) else DEFAULT_LANG
     from screening.describe import ruleset_json, ruleset_markdown, ruleset_table
 
     if fmt == "markdown":
-        click.echo(ruleset_markdown(ruleset), nl=False)
+        click.echo(ruleset_markdown(ruleset, lang), nl=False)
     elif fmt == "json":
-        click.echo(json.dumps(ruleset_json(ruleset), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(ruleset_json(ruleset, lang), indent=2, ensure_ascii=False))
     else:
-        click.echo(ruleset_table(ruleset), nl=False)
+        click.echo(ruleset_table(ruleset, lang), nl=False)
 
 
 @main.command()

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from .errors import InputFormatError, RuleDefinitionError, did_you_mean
+from .i18n import DEFAULT_LANG, message
 from .protocol import STATUSES, Ruleset, available_packs, read_yaml_file
 from .screen import DuplicateCheck
-from .text import visible
+from .text import clip, pad, visible
 
 
 @dataclass
@@ -390,61 +391,65 @@ def compare(counts: ConsortCounts, expected: dict[str, Any]) -> list[tuple[str, 
     return diffs
 
 
-def render(counts: ConsortCounts, expected: dict[str, Any] | None = None) -> str:
-    """The audit as a plain-text report: one line per box, control characters in any label, title or
-    stamp escaped visibly (:func:`screening.text.visible`)."""
+def render(counts: ConsortCounts, expected: dict[str, Any] | None = None, lang: str = DEFAULT_LANG) -> str:
+    """The audit as a plain-text report in ``lang``: one line per box, control characters in any label,
+    title or stamp escaped visibly (:func:`screening.text.visible`). Box names, criterion ids and the
+    numbers are the same in every language."""
     cons = counts.ruleset.consort
-    labels = cons.get("labels", {})
+    rs = counts.ruleset
     flat = counts.flat()
     want = (expected or {}).get("counts", {})
 
+    def say(key: str, **values: Any) -> str:
+        return message(key, lang, **values)
+
     def line(label: str, box: str, indent: int = 0) -> str:
         value = flat[box]
-        text = f"{' ' * indent}{label:<{58 - indent}}{value:>6}"
+        text = " " * indent + pad(label, 58 - indent) + f"{value:>6}"
         if box in want:
-            text += "   ok" if want[box] == value else f"   expected {want[box]}  <-- differs"
+            text += "   ok" if want[box] == value else "   " + say("audit_differs", want=want[box])
         return text
 
-    stamps = ", ".join(sorted(counts.stamps)) or "no rows"
-    rs = counts.ruleset
-    out = [f"CONSORT enrollment — counted with {rs.name} {rs.version}; decisions from {stamps}", ""]
-    out.append(line("Assessed for eligibility", "assessed"))
-    out.append(line("Excluded", "excluded", 2))
+    stamps = ", ".join(sorted(counts.stamps)) or say("audit_no_rows")
+    out = [say("audit_title", name=rs.name, version=rs.version, stamps=stamps), ""]
+    out.append(line(say("audit_assessed"), "assessed"))
+    out.append(line(say("audit_excluded"), "excluded", 2))
     for cat in cons["categories"]:
         if cat in (cons["eligible"],):
             continue
         if cat == cons["undetermined"] or cat == cons["eligible_pending"]:
             continue
-        out.append(line(labels.get(cat, cat), cat, 4))
+        out.append(line(rs.label(cat, lang), cat, 4))
         for sub in cons["subcategories"].get(cat, []):
-            out.append(line(labels.get(sub, sub), f"{cat}.{sub}", 6))
+            out.append(line(rs.label(sub, lang), f"{cat}.{sub}", 6))
     pend = cons["undetermined"]
-    out.append(line(labels.get(pend, pend), pend, 2))
-    out.append(line(labels.get(cons["eligible"], cons["eligible"]), cons["eligible"]))
-    out.append(line("Records that could not be read (not assessed)", "errors"))
-    out.append(f"{'Rows read (each candidate counts once: its last row)':<58}{counts.rows:>6}")
-    out.append(f"  {'Superseded by a later row for the same candidate':<56}{counts.superseded:>6}")
+    out.append(line(rs.label(pend, lang), pend, 2))
+    out.append(line(rs.label(cons["eligible"], lang), cons["eligible"]))
+    out.append(line(say("audit_errors"), "errors"))
+    out.append(pad(say("audit_rows"), 58) + f"{counts.rows:>6}")
+    out.append("  " + pad(say("audit_superseded"), 56) + f"{counts.superseded:>6}")
     problems = counts.arithmetic()
     out.append("")
-    out.append("Arithmetic: " + ("consistent" if not problems else "; ".join(problems)))
+    out.append(say("audit_arithmetic") + (say("audit_consistent") if not problems else "; ".join(problems)))
     out.append("")
-    out.append("Per criterion (precedence order)      met  not_met  unknown  review  primary  excluded-by-this-only")
+    out.append(say("audit_per_criterion"))
     for cid in counts.ruleset.precedence:
         c = counts.criteria.get(cid, Counter())
-        title = counts.ruleset.criteria[cid].title
-        title = title if len(title) <= 30 else title[:29] + "…"
-        out.append(f"  {cid:<4} {title:<30} {c['met']:>5} {c['not_met']:>8} "
+        title = clip(counts.ruleset.criteria[cid].title_in(lang), 30)
+        out.append(f"  {cid:<4} {pad(title, 30)} {c['met']:>5} {c['not_met']:>8} "
                    f"{c['unknown']:>8} {c['review']:>7} {counts.primary[cid]:>8} {counts.only_reason[cid]:>22}")
     if expected is not None:
         diffs = compare(counts, expected)
         out.append("")
         title = expected.get("title", expected.get("name", "expected"))
         if diffs:
-            out.append(f"Compared with {title}: {len(diffs)} difference(s)")
+            out.append(say("audit_compared_diff", title=title, n=len(diffs)))
             for box, w, h in diffs:
-                out.append(f"  {box}: expected {w}, got {h}")
+                out.append("  " + say("audit_diff", box=box, want=w, got=h))
         else:
-            out.append(f"Compared with {title}: all {len(want)} counts match")
+            out.append(say("audit_compared_ok", title=title, n=len(want)))
+    if lang != DEFAULT_LANG:
+        out += ["", "※ " + (rs.translations.get(lang) or message("draft", lang))]
     # Labels, titles and stamps come from files anyone can write: a line break in a label must not
     # forge a line of the report, an escape must not reach the terminal (the loader refuses both too).
     return "\n".join(visible(line) for line in out) + "\n"

@@ -61,18 +61,19 @@ class BatchResult:
 def screen_batch(source: IO[bytes], writer: RowWriter, ruleset: Ruleset, *, input_format: str | None = None,
                  name: str | None = None, workers: int = 1, include_record: bool = False,
                  compare_with: Ruleset | None = None, check_duplicates: bool = True,
-                 progress: Callable[[int], object] | None = None) -> BatchResult:
+                 progress: Callable[[int], object] | None = None, lang: str = "en") -> BatchResult:
     """Screen every record of ``source`` into ``writer`` (which this closes), in input order.
 
     :param name: the input's file name, for format detection and so that ``workers > 1`` can read a
         JSON Lines file itself (in byte ranges) instead of through the main process.
     :param progress: called with the number of rows just written.
+    :param lang: the language of the rows' reasons and warnings.
     :raises WorkerError: a worker process died; rows before the records in flight were written.
     :raises InputFormatError: the input cannot be read at all (unknown format, bad CSV header).
     """
     result = BatchResult()
     options: dict[str, Any] = {"include_record": include_record, "compare_with": compare_with,
-                               "check_duplicates": check_duplicates}
+                               "check_duplicates": check_duplicates, "lang": lang}
     stream = None
     if workers > 1:
         from .scale import screen_blocks, screen_file_blocks, shardable

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from .facts import Derived
+from .i18n import DEFAULT_LANG, PHRASES, Phrase, plain
 from .protocol import RANKING, Criterion, Ruleset
 
 DECISION_FIELDS = ("candidate_id", "site", "decision", "category", "subcategory", "primary_criterion",
@@ -31,6 +32,20 @@ class _Values(dict):  # type: ignore[type-arg]
         return "unknown"
 
 
+class _ValuesIn(dict):  # type: ignore[type-arg]
+    """Reason placeholders in another language: phrases in it, and 'unknown' translated."""
+
+    def __init__(self, lang: str, *maps: dict[str, Any]) -> None:
+        super().__init__()
+        self.unknown = PHRASES["unknown"][lang]
+        for values in maps:
+            for key, value in values.items():
+                self[key] = value.say(lang) if isinstance(value, Phrase) else value
+
+    def __missing__(self, key: str) -> str:
+        return self.unknown
+
+
 def describe_parameters(ruleset: Ruleset) -> dict[str, Any]:
     """The parameter values stamped on every decision: the set's name and what the pack's
     ``facts.yaml`` lists under ``stamp`` (every parameter when it lists nothing)."""
@@ -38,10 +53,17 @@ def describe_parameters(ruleset: Ruleset) -> dict[str, Any]:
 
 
 class Decider:
-    """Turns fired rule numbers into decision rows for one ruleset. Build once, reuse per record."""
+    """Turns fired rule numbers into decision rows for one ruleset. Build once, reuse per record.
 
-    def __init__(self, ruleset: Ruleset) -> None:
+    :param lang: the language of the rows' reasons and warnings (one of ``ruleset.languages``).
+    """
+
+    def __init__(self, ruleset: Ruleset, lang: str = DEFAULT_LANG) -> None:
+        if not ruleset.speaks(lang):
+            raise ValueError(f"criteria set {ruleset.name} {ruleset.version} is written in "
+                             f"{', '.join(ruleset.languages)} only, not {lang}")
         self.ruleset = ruleset
+        self.lang = lang
         self._rules = ruleset.flat_rules
         self._ordered: list[Criterion] = ruleset.ordered
         self._rank = {c.id: {s: i for i, s in enumerate(RANKING[c.kind])} for c in self._ordered}
@@ -51,10 +73,13 @@ class Decider:
         self._consort = ruleset.consort
         # Per criterion, in precedence order: what decide() needs without method calls. A reason
         # with no placeholder is its own text (format_map would return it unchanged).
-        self._plan = [(c.id, c, c.default.status, c.default.reason, _literal(c.default.reason), c.ask,
+        default = [c.default.reasons.get(lang, c.default.reason) for c in self._ordered]
+        self._plan = [(c.id, c, c.default.status, text, _literal(text), c.ask,
                        "met" if c.kind == "exclusion" else "not_met", c.kind != "procedural")
-                      for c in self._ordered]
-        self._rule_literal = [_literal(rule.reason) for _, rule in self._rules]
+                      for c, text in zip(self._ordered, default)]
+        self._reason = [rule.reasons.get(lang, rule.reason) for _, rule in self._rules]
+        self._rule_literal = [_literal(text) for text in self._reason]
+        self._decide = [rule.decide.get(lang) or rule.decide.get(DEFAULT_LANG) for _, rule in self._rules]
         self._procedural = [c for c in self._ordered if c.kind == "procedural"]
 
     def criteria_results(self, fired: list[int], derived: Derived) -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, ...]]]:
@@ -70,10 +95,13 @@ class Decider:
             by_crit = {}
             for index in fired:
                 cid, rule = self._rules[index]
-                by_crit.setdefault(cid, []).append((rule, self._rule_literal[index]))
-        values = _Values(self._params)
-        values.update(derived.context)
-        values.update(derived.facts)
+                by_crit.setdefault(cid, []).append((rule, self._rule_literal[index], index))
+        if self.lang == DEFAULT_LANG:
+            values: dict[str, Any] = _Values(self._params)
+            values.update(derived.context)
+            values.update(derived.facts)
+        else:
+            values = _ValuesIn(self.lang, self._params, derived.context, derived.facts)
         results: dict[str, dict[str, str]] = {}
         asks: dict[str, tuple[str, ...]] = {}
         failing: Criterion | None = None
@@ -82,9 +110,13 @@ class Decider:
             rules = by_crit.get(cid) if by_crit else None
             if rules:
                 rank = self._rank[cid]
-                best, literal = min(rules, key=lambda r: rank[r[0].status])  # first listed among the best-ranked
-                status, reason, ask = best.status, best.reason, best.ask or ask
-            results[cid] = {"status": status, "reason": reason if literal else reason.format_map(values)}
+                best, literal, index = min(rules, key=lambda r: rank[r[0].status])  # first listed among the best-ranked
+                status, reason, ask = best.status, self._reason[index], best.ask or ask
+                results[cid] = {"status": status, "reason": reason if literal else reason.format_map(values)}
+                if status == "review" and self._decide[index]:  # what the investigator must decide and record
+                    results[cid]["decide"] = self._decide[index].format_map(values)
+            else:
+                results[cid] = {"status": status, "reason": reason if literal else reason.format_map(values)}
             asks[cid] = ask
             if failing is None and status == fail_status:
                 failing = crit
@@ -129,7 +161,7 @@ class Decider:
             "criteria": results,
         }
         row["ask_next"] = ask_next
-        row["warnings"] = list(derived.warnings)
+        row["warnings"] = [plain(w, self.lang) for w in derived.warnings]
         row["ruleset"] = self._stamp
         row["parameters"] = self._parameters
         return row

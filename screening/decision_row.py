@@ -48,6 +48,8 @@ class CriterionResult(_Strict):
         "met | not_met | unknown | review. For an exclusion criterion `met` means the exclusion applies; "
         "`unknown`: the record lacks what the criterion needs; `review`: an investigator must decide."))
     reason: str = Field(min_length=1, description="A plain sentence quoting the values the status was decided on.")
+    decide: str | None = Field(default=None, min_length=1, description=(
+        "With status `review`: what the investigator must decide, and what to record in the candidate's record."))
 
 
 class RulesetStamp(_Strict):

@@ -20,12 +20,13 @@ import datetime as dt
 import operator
 import re
 import string
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CandidateRecordError, FieldProblem, RuleDefinitionError, did_you_mean
 from .fields import FieldSpec, RecordSpec
+from .i18n import Phrase, joined, localized, phrase
 from .matching import matches_terms, words
 
 #: Where a number fact is unknown, the derivation returns this and the fact is left out.
@@ -203,6 +204,11 @@ class Build:
             raise self.fail(f"argument {name!r} is {value}; it must be in 0 … {high}")
         return value
 
+    def phrase(self, name: str, default: Any = MISSING) -> Phrase:
+        """An argument of words a reason quotes: text, or ``{en: ..., zh: ...}``."""
+        value = self.value(name, default)
+        return Phrase(localized(value, f"argument {name!r}", lambda message, where: self.fail(f"{where}: {message}")))
+
     def word(self, name: str, default: Any = MISSING) -> str:
         value = self.value(name, default)
         if not isinstance(value, str):
@@ -324,7 +330,7 @@ def _make_count_in_window(b: Build, q: dict[str, Quote]) -> Callable[[State], An
             return MISSING
         st.ctx[q_end] = found[0]
         dates = found[2]
-        st.ctx[q_note] = f"; {len(dates)} outside the window ignored ({', '.join(dates)})" if dates else ""
+        st.ctx[q_note] = phrase("outside_window", count=len(dates), dates=", ".join(dates)) if dates else ""
         return len(dates)
     return outside
 
@@ -379,7 +385,7 @@ def _make_is_true(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
 
 def _make_presence_text(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
     get = getter(b.field("field").path)
-    absent, present = b.word("absent"), b.word("present")
+    absent, present = b.phrase("absent"), b.phrase("present")
     q_text = q["text"]
 
     def presence_text(st: State) -> Any:
@@ -402,7 +408,7 @@ def _make_count_values(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
     allowed = {v for k in keys for v in spec.fields[k].values}
     if not values <= allowed:
         raise b.fail(f"argument 'values': {sorted(values - allowed)[0]!r} is no value of the fields of {spec.path}")
-    labels = {k: spec.fields[k].label or k for k in keys}
+    labels = {k: Phrase(f.labels) if f.labels else (f.label or k) for k, f in ((k, spec.fields[k]) for k in keys)}
     paths = {k: spec.fields[k].path for k in keys}
     get = getter(spec.path)
     q_names, q_fields = q["names"], q["fields"]
@@ -419,7 +425,7 @@ def _make_count_values(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
         found = memo.get(state)
         if found is None:  # at most (values + 1) ** fields states: the memo stays small
             chosen = [k for k, v in zip(keys, state) if v in values or (missing and v is None)]
-            found = (len(chosen), ", ".join(labels[k] for k in chosen), [paths[k] for k in chosen])
+            found = (len(chosen), joined([labels[k] for k in chosen]), [paths[k] for k in chosen])
             if len(memo) < 4096:
                 memo[state] = found
         ctx = st.ctx
@@ -437,7 +443,7 @@ def _make_in_site_list(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
     if name not in b.site_lists:
         raise b.fail(f"argument 'list': {name!r} is no site list of the set's value sets")
     sites = b.site_lists[name]
-    missing = b.word("missing", "not recorded")
+    missing = b.phrase("missing", "not recorded")
     q_value = q["value"]
 
     def in_site_list(st: State) -> Any:
@@ -522,7 +528,9 @@ class _Exposure:
 
     def state(self, st: State, meds: list[tuple[Any, tuple[bool, ...]]], start: dt.date, end: dt.date) -> str:
         k = self.k
-        drug = when = clear = ""
+        drug = ""
+        when: str = ""
+        clear: str = ""
         state = "none"
         best_stop: dt.date | None = None
         ongoing_name = unknown_name = outside_name = None
@@ -542,20 +550,23 @@ class _Exposure:
             else:
                 unknown_name = unknown_name or med.name
         if ongoing_name is not None:
-            state, drug, when = "inside", ongoing_name, "ongoing"
-            clear = "it is ongoing: it counts until it is stopped (and any look-back after that has passed)"
+            state, drug, when, clear = "inside", ongoing_name, _ONGOING, _ONGOING_CLEAR
         elif best_stop is not None:
-            state, when = "inside", f"last taken {best_stop.isoformat()}"
-            clear = f"it would no longer count from enrollment {self.lookback.clear_date(best_stop).isoformat()}"
+            state, when = "inside", phrase("last_taken", date=best_stop.isoformat())
+            clear = phrase("clear_from", date=self.lookback.clear_date(best_stop).isoformat())
         elif unknown_name is not None:
-            state, drug, when = "unknown", unknown_name, "with no stop date and not marked ongoing"
+            state, drug, when = "unknown", unknown_name, _NO_STOP_DATE
         elif outside_name is not None:
-            state, drug, when = "outside", outside_name, "outside the look-back"
+            state, drug, when = "outside", outside_name, _OUTSIDE_LOOKBACK
         ctx = st.ctx
-        ctx[self.q_drug] = f"({drug})" if drug else ""
+        ctx[self.q_drug] = phrase("drug", drug=drug) if drug else ""
         ctx[self.q_when] = when
         ctx[self.q_clear] = clear
         return state
+
+
+_ONGOING, _ONGOING_CLEAR = phrase("ongoing"), phrase("ongoing_clear")
+_NO_STOP_DATE, _OUTSIDE_LOOKBACK = phrase("no_stop_date"), phrase("outside_lookback")
 
 
 class _Exposures:
@@ -613,7 +624,7 @@ REGISTRY: dict[str, Derivation] = {
 
 # -- warnings -------------------------------------------------------------------------------------
 
-def _warn_planned_with_exposure(b: Build, message: str) -> Callable[[State], None]:
+def _warn_planned_with_exposure(b: Build, message: Mapping[str, str]) -> Callable[[State], None]:
     on = b.date("date")
     path, items = _medication_list(b)
     classify = b.classifier
@@ -627,7 +638,7 @@ def _warn_planned_with_exposure(b: Build, message: str) -> Callable[[State], Non
     return warn
 
 
-def _warn_date_given(b: Build, message: str) -> Callable[[State], None]:
+def _warn_date_given(b: Build, message: Mapping[str, str]) -> Callable[[State], None]:
     get = getter(b.field("field", "date").path)
 
     def warn(st: State) -> None:
@@ -637,7 +648,7 @@ def _warn_date_given(b: Build, message: str) -> Callable[[State], None]:
     return warn
 
 
-def _warn_outside_period(b: Build, message: str) -> Callable[[State], None]:
+def _warn_outside_period(b: Build, message: Mapping[str, str]) -> Callable[[State], None]:
     on = b.date("date")
     low, high = b.value("from"), b.value("to")
     if low is None or high is None:
@@ -652,15 +663,18 @@ def _warn_outside_period(b: Build, message: str) -> Callable[[State], None]:
     return warn
 
 
-WARNINGS: dict[str, tuple[frozenset[str], frozenset[str], Callable[[Build, str], Callable[[State], None]]]] = {
+WARNINGS: dict[str, tuple[frozenset[str], frozenset[str],
+                          Callable[[Build, Mapping[str, str]], Callable[[State], None]]]] = {
     "planned_with_exposure": (frozenset({"date", "list"}), frozenset({"date", "days"}), _warn_planned_with_exposure),
     "date_given": (frozenset({"field"}), frozenset({"value"}), _warn_date_given),
     "outside_period": (frozenset({"date", "from", "to"}), frozenset({"value", "from", "to"}), _warn_outside_period),
 }
 
 
-def _fill(message: str, **values: Any) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), m.group())), message)
+def _fill(message: Mapping[str, str], **values: Any) -> Phrase:
+    """A warning's message, its ``{placeholders}`` filled, in every language it is written in."""
+    return Phrase({lang: re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), m.group())), text)
+                   for lang, text in message.items()})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,7 +691,8 @@ class Entry:
     quotes: dict[str, tuple[str, ...]]
     doc: str
     where: str
-    message: str = ""
+    #: a warning's message, by language
+    message: Mapping[str, str] = field(default_factory=dict)
     #: the declaration a for_each entry was expanded from
     group: str | None = None
 
@@ -847,7 +862,7 @@ class Declarations:
             message = (check.message if check is not None and check.other == base_field
                        else f"is before {d.planned_from} + {{days}} days")
             planned = (None if plus is None else
-                       (dt.timedelta(days=plus), plus, f" (planned: {d.planned_from} + {plus} days)"))
+                       (dt.timedelta(days=plus), plus, phrase("planned_date", base=d.planned_from, days=plus)))
             dates.append((d.name, d.field, get, d.planned_from, planned, d.note[0] if d.note else "", message))
         return Plan(tuple(dates), tuple(steps), tuple(warns), tuple(aliases))
 
@@ -988,8 +1003,8 @@ def _entry(raw: dict[str, Any], where: str, subst: dict[str, str], fail: Fail, g
             raise fail("must be a name (or a list of names) such as window_end", f"{where}.quotes.{role}")
         quotes[role] = tuple(names)
     doc = sub(raw.get("doc", ""))
-    message = raw.get("message", "")
-    if not isinstance(doc, str) or not isinstance(message, str):
+    message = localized(raw["message"], f"{where}.message", fail) if "message" in raw else {}
+    if not isinstance(doc, str):
         raise fail("must be text", f"{where}.doc")
     return Entry(name, derive, sub(args), quotes, doc, where, message, group)
 
@@ -1103,7 +1118,7 @@ def read_declarations(data: dict[str, Any], record: RecordSpec, fail: Fail) -> D
         facts.append(dict(raw, where=f"facts[{i}] ({str(raw['name'])[:40]})"))
     warnings = []
     for i, raw in enumerate(data.get("warnings") or []):
-        if not isinstance(raw, dict) or not isinstance(raw.get("message"), str):
+        if not isinstance(raw, dict) or not isinstance(raw.get("message"), (str, dict)):
             raise fail("each warning is {derive, args, message}", f"warnings[{i}]")
         if "name" in raw or "quotes" in raw or "for_each" in raw:
             raise fail("a warning is {derive, args, message}: it names no fact and quotes nothing", f"warnings[{i}]")

@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from .errors import RuleDefinitionError
+from .i18n import DEFAULT_LANG, LANGUAGES, localized
+from .i18n import message as say
 from .record import AtcCode, Date, Named, NonEmpty, RecordBase, RequiredId, RxCui
 
 #: The field types a pack may declare (see rules/README.md).
@@ -56,6 +58,10 @@ class FieldSpec:
     unknown: str = ""
     #: the screener's question for this field, by language (``en``, ``zh``)
     question: dict[str, str] = field(default_factory=dict)
+    #: the label by language (``en`` is ``label``), when the pack translates it
+    labels: dict[str, str] = field(default_factory=dict)
+    #: the expected answer, by language, when the field's type does not say it well enough
+    answer: dict[str, str] = field(default_factory=dict)
     values: tuple[str, ...] = ()
     enum_name: str | None = None
     minimum: float | None = None
@@ -84,6 +90,16 @@ class RecordSpec:
         """The screener's question for a field path in a language, or None."""
         spec = self.get(path)
         return spec.question.get(lang) if spec is not None else None
+
+    def answer_format(self, path: str, lang: str = "en") -> str | None:
+        """The answer a field expects, in words: the pack's ``answer`` for it, or what its type says
+        (``a date, YYYY-MM-DD``; ``one of active, history, absent, unknown``). None for no such field."""
+        spec = self.get(path)
+        if spec is None:
+            return None
+        if spec.answer:
+            return spec.answer.get(lang) or spec.answer[DEFAULT_LANG]
+        return _answer(spec, lang)
 
     @cached_property
     def model(self) -> type[BaseModel]:
@@ -220,8 +236,7 @@ def _values(values: Any, where: str, fail: Fail) -> tuple[str, ...]:
     return tuple(values)
 
 
-#: The languages a question is written in: every question has them all.
-LANGUAGES = ("en", "zh")
+#: The languages a question is written in (every question has them all): :data:`screening.i18n.LANGUAGES`.
 
 
 def _question(raw: Any, where: str, fail: Fail) -> dict[str, str]:
@@ -231,6 +246,30 @@ def _question(raw: Any, where: str, fail: Fail) -> dict[str, str]:
             not all(isinstance(v, str) and v.strip() for v in raw.values()):
         raise fail(f"must be {{{', '.join(f'{lang}: <the question>' for lang in LANGUAGES)}}}", where)
     return dict(raw)
+
+
+def _answer(spec: FieldSpec, lang: str) -> str:
+    """The answer a field's type expects, in words."""
+    if spec.type == "date":
+        return say("format_date", lang)
+    if spec.type == "bool":
+        return say("format_bool", lang)
+    if spec.type in ("int", "number"):
+        bounds = (say("format_range", lang, low=_num(spec.minimum), high=_num(spec.maximum))
+                  if spec.minimum is not None and spec.maximum is not None else "")
+        return say(f"format_{spec.type}", lang, range=bounds)
+    if spec.type == "enum":
+        return say("format_enum", lang, values=" / ".join(spec.values))
+    if spec.type == "list" and spec.items is not None:
+        item = spec.items
+        return say("format_list", lang, item=(item.labels.get(lang) or item.label or item.name).lower())
+    if spec.type == "object":
+        return say("format_object", lang, fields=", ".join(spec.fields))
+    return say("format_text", lang)
+
+
+def _num(value: float | None) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _text(raw: dict[str, Any], key: str, where: str, fail: Fail) -> str:
@@ -272,7 +311,7 @@ def _field(name: str, path: str, raw: Any, enums: dict[str, tuple[str, ...]], fa
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in TYPES:
         raise fail(f"must be one of {', '.join(TYPES)}", f"{where}type")
-    optional = {"required", "label", "help", "unknown", "question"}
+    optional = {"required", "label", "help", "unknown", "question", "answer"}
     extra = {"int": {"min", "max"}, "number": {"min", "max"}, "enum": {"values"}, "text": {"min_length"},
              "object": {"fields", "model", "checks"}, "list": {"items"}, "date": {"not_before", "not_after"}}
     _keys(raw, {"type"} | ({"fields"} if kind == "object" else {"items"} if kind == "list" else set()),
@@ -280,8 +319,11 @@ def _field(name: str, path: str, raw: Any, enums: dict[str, tuple[str, ...]], fa
     required = raw.get("required", False)
     if not isinstance(required, bool):
         raise fail("must be true or false", f"{where}required")
+    labels = localized(raw["label"], f"{where}label", fail) if raw.get("label") is not None else {}
+    answer = localized(raw["answer"], f"{where}answer", fail) if raw.get("answer") is not None else {}
     common: dict[str, Any] = {"name": name, "path": path, "type": kind, "required": required,
-                              "label": _text(raw, "label", where, fail), "help": _text(raw, "help", where, fail),
+                              "label": labels.get(DEFAULT_LANG, ""), "help": _text(raw, "help", where, fail),
+                              "labels": labels if len(labels) > 1 else {}, "answer": answer,
                               "unknown": _text(raw, "unknown", where, fail),
                               "question": _question(raw.get("question"), f"{where}question", fail)}
     if depth > MAX_FIELD_DEPTH:

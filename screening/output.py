@@ -22,18 +22,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from .i18n import DEFAULT_LANG, message, status_word
 from .protocol import Criterion, Ruleset
-from .text import visible
+from .text import pad, visible
 
 OUTPUT_FORMATS = ("text", "json", "jsonl", "csv")
-_HEADLINE = {
-    "eligible": "ELIGIBLE",
-    "excluded": "EXCLUDED",
-    "undetermined": "UNDETERMINED",
-    "error": "ERROR",
-}
-
-
 class TextOut(Protocol):
     """Where a :class:`RowWriter` writes: any text stream (``sys.stdout``, ``io.StringIO``, an open file, or a
     :class:`screening.sink.OutputStream`). A ``buffer`` attribute (bytes), when present, takes JSON Lines as
@@ -69,66 +62,84 @@ def compare_text(check: Mapping[str, Any]) -> str:
             f"(primary {check.get('primary_criterion')}; the sets differ on {differs})")
 
 
-def text_block(row: Mapping[str, Any], ruleset: Ruleset, *, brief: bool = False) -> str:
+def text_block(row: Mapping[str, Any], ruleset: Ruleset, *, brief: bool = False, lang: str = DEFAULT_LANG) -> str:
     """A decision explained for a screener: the box, why, what to ask next, every criterion.
 
     ``brief``: one screen for a desk — only the criteria that rule the candidate out or are still
     open, the questions to ask and the warnings; no passing criterion, no stamp.
+    ``lang``: the language of the words (the set's titles, labels and questions, the tool's own
+    words); the row's reasons and warnings are in the language it was screened in.
     Every line is passed through :func:`visible`: the values in it come from the record."""
     who = row["candidate_id"] + (f" ({row['site']})" if row.get("site") else "")
-    labels = ruleset.consort.get("labels", {})
     if row["decision"] == "error":
-        return f"{visible(who)}: ERROR — the record cannot be read\n  {visible(str(row['error']))}\n"
+        return f"{visible(who)}: {message('cannot_read', lang)}\n  {visible(str(row['error']))}\n"
     primary = row["primary_criterion"]
     crit = ruleset.criteria.get(primary)
+    title = crit.title_in(lang) if crit is not None else ""
     if row["decision"] == "eligible" and row["category"] != ruleset.consort["eligible"]:
-        box = f"{row['category']}: waiting for {primary} {crit.title if crit else ''}".rstrip()
+        box = message("waiting_for", lang, category=row["category"], id=primary,
+                      title=title).rstrip()
     elif row["decision"] == "eligible":
         # every criterion met, the procedural one (consent) included: the candidate goes on to the next box of
         # the flow; screening itself decides nothing more (it does not randomise, allocate or enrol)
-        done = (row["criteria"][primary]["reason"] + "; " if crit is not None and crit.kind == "procedural"
+        done = (row["criteria"][primary]["reason"] + message("semi", lang) if crit is not None and crit.kind == "procedural"
                 else "")
-        box = f"{done}every criterion met, next CONSORT box: {labels.get(row['category'], row['category'])}"
+        box = message("all_met", lang, done=done, box=ruleset.label(row["category"], lang))
     else:
-        box = labels.get(row["category"], row["category"])
+        box = ruleset.label(row["category"], lang)
         if row.get("subcategory"):
-            box += " / " + labels.get(row["subcategory"], row["subcategory"])
-    lines = [f"{who}: {_HEADLINE[row['decision']]} — {box}"]
+            box += " / " + ruleset.label(row["subcategory"], lang)
+    sep = message("sep", lang)
+    lines = [f"{who}: {message(row['decision'], lang)} — {box}"]
     if crit is not None and not brief:
-        lines.append(f"  because {primary} {crit.title}: {row['criteria'][primary]['reason']}")
+        lines.append("  " + message("because", lang, id=primary, title=title,
+                                    reason=row["criteria"][primary]["reason"]))
     if brief:  # what rules out and what the investigator decides, in full; what is unknown, by id
         unknown = []
         for cid in ruleset.precedence:
             result = row["criteria"].get(cid)
             mark = _mark(ruleset.criteria.get(cid), result["status"]) if result else "+"
             if mark in ("x", "!") and result is not None:
-                lines.append(f"  {mark} {cid} {ruleset.criteria[cid].title}: {result['reason']}")
+                lines.append(f"  {mark} {cid} {ruleset.criteria[cid].title_in(lang)}{sep}{result['reason']}")
+                if result.get("decide"):
+                    lines.append("      " + message("decide", lang, text=result["decide"]))
             elif mark == "?":
                 unknown.append(cid)
         if unknown:
-            lines.append(f"  ? unknown: {', '.join(unknown)}")
-    if row.get("ask_next"):  # most decisive first; each question with the field it fills
-        lines.append("  ask next:")
+            lines.append("  " + message("unknown_ids", lang, ids=", ".join(unknown)))
+    if row.get("ask_next"):  # most decisive first; each question with the field it fills and the answer it takes
+        lines.append("  " + message("ask_next", lang))
         for path in row["ask_next"]:
-            question = ruleset.record.question(path)
-            lines.append(f"    {question} [{path}]" if question else f"    [{path}]")
+            lines.append("    " + ask_line(ruleset, path, lang))
     if row.get("criteria_set_check"):
-        lines.append("  other criteria set: " + compare_text(row["criteria_set_check"]))
+        lines.append("  " + message("other_set", lang) + compare_text(row["criteria_set_check"]))
     for warning in row.get("warnings", []):
-        lines.append(f"  warning: {warning}")
-    if brief:
-        return "\n".join(map(visible, lines)) + "\n"
-    lines.append("  criteria (+ passes, x rules the candidate out, ? unknown, ! investigator to review):")
-    for cid in ruleset.precedence:
-        result = row["criteria"].get(cid)
-        if result is None:
-            continue
-        title = ruleset.criteria[cid].title
-        mark = _mark(ruleset.criteria.get(cid), result["status"])
-        lines.append(f"    {mark} {cid:<4} {result['status']:<8} {title}: {result['reason']}")
-    stamp = row["ruleset"]
-    lines.append(f"  rules: {stamp['name']} {stamp['version']} (sha256 {stamp['sha256'][:12]}…)")
+        lines.append("  " + message("warning", lang, text=warning))
+    if not brief:
+        lines.append("  " + message("legend", lang))
+        for cid in ruleset.precedence:
+            result = row["criteria"].get(cid)
+            if result is None:
+                continue
+            mark = _mark(ruleset.criteria.get(cid), result["status"])
+            status = pad(status_word(result["status"], lang), 8)
+            lines.append(f"    {mark} {cid:<4} {status} {ruleset.criteria[cid].title_in(lang)}{sep}{result['reason']}")
+            if result.get("decide"):
+                lines.append("           " + message("decide", lang, text=result["decide"]))
+        stamp = row["ruleset"]
+        lines.append("  " + message("stamp", lang, name=stamp["name"], version=stamp["version"],
+                                    sha=stamp["sha256"][:12]))
+    if lang != DEFAULT_LANG:
+        lines.append("  ※ " + (ruleset.translations.get(lang) or message("draft", lang)))
     return "\n".join(map(visible, lines)) + "\n"
+
+
+def ask_line(ruleset: Ruleset, path: str, lang: str = DEFAULT_LANG) -> str:
+    """One line of "ask next": the screener's question, the field it fills in brackets, the answer it takes."""
+    question = ruleset.record.question(path, lang) or ruleset.record.question(path)
+    answer = ruleset.record.answer_format(path, lang)
+    text = f"{question} [{path}]" if question else f"[{path}]"
+    return f"{text} — {message('answer', lang, format=answer)}" if answer else text
 
 
 def csv_header(ruleset: Ruleset) -> list[str]:
@@ -179,8 +190,9 @@ class RowWriter:
     BATCH = 256
 
     def __init__(self, out: TextOut, fmt: str, ruleset: Ruleset, *, csv_formula_guard: bool = True,
-                 brief: bool = False) -> None:
+                 brief: bool = False, lang: str = DEFAULT_LANG) -> None:
         self.out = out
+        self.lang = lang
         self.fmt = fmt
         self.ruleset = ruleset
         self.csv_formula_guard = csv_formula_guard
@@ -206,7 +218,8 @@ class RowWriter:
                 self._write(csv_line(csv_header(self.ruleset)))
             self._write(csv_line(csv_cells(row, self.ruleset), formula_guard=self.csv_formula_guard))
         else:
-            self._write(("\n" if self._count else "") + text_block(row, self.ruleset, brief=self.brief))
+            self._write(("\n" if self._count else "") + text_block(row, self.ruleset, brief=self.brief,
+                                                                           lang=self.lang))
         self._count += 1
 
     def write_block(self, data: bytes, count: int) -> None:

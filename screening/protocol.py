@@ -59,6 +59,7 @@ import os
 import re
 import stat
 import string
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -70,6 +71,7 @@ import yaml
 from .derivations import Catalogue, Declarations, FactType, Plan, check_parameters, read_declarations
 from .errors import RuleDefinitionError, RulesetNotFound, did_you_mean
 from .fields import RecordSpec, load_record_spec
+from .i18n import DEFAULT_LANG, LANGUAGES, localized
 from .matching import drug_classifier, words
 from .text import UNSAFE, UNSAFE_CLASS
 
@@ -104,12 +106,17 @@ class Rule:
     when: Condition
     reason: str
     ask: tuple[str, ...]
+    #: the reason template by language (``en`` is ``reason``)
+    reasons: Mapping[str, str] = field(default_factory=dict)
+    #: what the investigator must decide and record, by language (every ``review`` rule has it)
+    decide: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Outcome:
     status: str
     reason: str
+    reasons: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,12 @@ class Criterion:
     ask: tuple[str, ...]
     default: Outcome
     rules: tuple[Rule, ...]
+    #: the title by language (``en`` is ``title``)
+    titles: Mapping[str, str] = field(default_factory=dict)
+
+    def title_in(self, lang: str) -> str:
+        """The title in ``lang`` (the English ``title`` when it has no translation)."""
+        return self.title if lang == DEFAULT_LANG else self.titles.get(lang) or self.title
 
     def fails(self, status: str) -> bool:
         """Whether this status rules the candidate out (inclusion not met, exclusion met)."""
@@ -184,6 +197,22 @@ class Ruleset:
     parameter_declarations: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the parameters every decision row shows (facts.yaml ``stamp``), as text
     stamped_parameters: dict[str, Any] = field(default_factory=dict)
+    #: the languages the set's texts are written in (``en`` first), and the review note of each
+    #: translation (``translations`` in the set: e.g. a draft that needs a native speaker's review)
+    languages: tuple[str, ...] = ("en",)
+    translations: dict[str, str] = field(default_factory=dict)
+    #: box -> its label, by language (``consort.labels`` holds the English)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def label(self, box: str, lang: str = "en") -> str:
+        """A CONSORT box's label in ``lang`` (its English label, or its name, when it has none)."""
+        english = str(self.consort.get("labels", {}).get(box, box))
+        if lang == DEFAULT_LANG:
+            return english
+        return self.labels.get(box, {}).get(lang) or english
+
+    def speaks(self, lang: str) -> bool:
+        return lang in self.languages
 
     @property
     def stamp(self) -> dict[str, str]:
@@ -889,13 +918,16 @@ class _Loader:
     def load(self) -> Ruleset:
         data = self._read_yaml(self.path, self.file)
         self._keys(data, {"name", "version", "parameters", "precedence", "criteria", "consort", "sources"},
-                   {"title", "description", "value_sets", "templates", "record"}, where="")
+                   {"title", "description", "value_sets", "templates", "record", "translations"}, where="")
+        self.translations = self._translations(data.get("translations"))
+        self.languages = (DEFAULT_LANG, *self.translations)
         name, version = data["name"], data["version"]
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise self.fail("must be a lower-case name such as 'paper-2024'", field="name")
         if not isinstance(version, str) or not _VERSION_RE.match(version):
             raise self.fail("must be a quoted version string such as \"1.0.0\"", field="version")
         title = self._text(data.get("title", name), field="title")
+        self.labels: dict[str, dict[str, str]] = {}
         description = self._text(data.get("description", ""), field="description", empty=True)
         pack = self.pack
         record, declarations = self._record(data.get("record"))
@@ -967,7 +999,36 @@ class _Loader:
             record=record, catalogue=self.catalogue, plan=plan,
             parameter_declarations=declarations.parameters,
             stamped_parameters=declarations.stamp_values(params, fail_facts),
+            languages=self.languages, translations=self.translations, labels=self.labels,
         )
+
+    def _translations(self, raw: Any) -> dict[str, str]:
+        """``translations: {zh: <its review note>}``: the languages besides English that every title,
+        reason, ``decide`` and box label of the set is written in."""
+        if raw is None:
+            return {}
+        others = [lang for lang in LANGUAGES if lang != DEFAULT_LANG]
+        if not isinstance(raw, dict) or not raw:
+            raise self.fail(f"must map a language ({', '.join(others)}) to a note on its review", field="translations")
+        for lang, note in raw.items():
+            if lang not in others:
+                raise self.fail(f"unknown language {_show(lang)}: one of {', '.join(others)}", field="translations")
+            self._text(note, field=f"translations.{lang}")
+        return dict(raw)
+
+    def _localized(self, raw: Any, *, field: str, criterion: str | None = None,
+                   check: Callable[[str, str], str] | None = None) -> dict[str, str]:
+        """A text of the set in its languages: plain text when the set has no ``translations``;
+        ``{en: ..., zh: ...}`` (every language) when it has."""
+        if len(self.languages) > 1 and isinstance(raw, str):
+            raise self.fail(f"the set has translations ({', '.join(self.translations)}): write this text in "
+                            f"every language, {{{', '.join(f'{lang}: …' for lang in self.languages)}}}",
+                            criterion=criterion, field=field)
+        if len(self.languages) == 1 and isinstance(raw, dict):
+            raise self.fail("a text in several languages needs the set's `translations` (e.g. "
+                            "translations: {zh: <review note>})", criterion=criterion, field=field)
+        return localized(raw, field, lambda message, where: self.fail(message, criterion=criterion, field=where),
+                         check=check)
 
     def _record(self, ref: Any) -> tuple[RecordSpec, Declarations]:
         """The record (fields.yaml) and derived facts (facts.yaml) the set names under ``record``.
@@ -1111,8 +1172,9 @@ class _Loader:
             if not isinstance(box, str) or box not in boxes:
                 raise self.fail(f"not a category or subcategory{_suggest(box, boxes)}",
                                 field=f"consort.labels.{_short(box)}")
-            self._text(label, field=f"consort.labels.{box}")
-        return consort
+            self.labels[box] = self._localized(label, field=f"consort.labels.{box}",
+                                               check=lambda text, where: self._text(text, field=where))
+        return {**consort, "labels": {box: texts[DEFAULT_LANG] for box, texts in self.labels.items()}}
 
     # -- value sets -----------------------------------------------------------------------------
 
@@ -1255,7 +1317,9 @@ class _Loader:
         kind = raw["kind"]
         if not isinstance(kind, str) or kind not in KINDS:
             raise self.fail(f"must be one of {', '.join(KINDS)}{_suggest(kind, KINDS)}", criterion=cid, field="kind")
-        title = self._text(raw["title"], criterion=cid, field="title")
+        titles = self._localized(raw["title"], criterion=cid, field="title",
+                                 check=lambda text, where: self._text(text, criterion=cid, field=where))
+        title = titles[DEFAULT_LANG]
         protocol_text = self._text(raw["protocol_text"], criterion=cid, field="protocol_text")
         spec = self._text(raw["spec"], criterion=cid, field="spec")
         tags = self._names(raw["sources"], criterion=cid, field="sources", what="source tags")
@@ -1304,7 +1368,7 @@ class _Loader:
         asked = body.get("ask")
         ask = self._ask([] if asked is None else asked, cid, "ask")
         return Criterion(cid, kind, title, protocol_text, tuple(tags), spec, category, subcategory, ask, default,
-                         rules)
+                         rules, titles)
 
     def _expand_template(self, ref: Any, templates: dict[str, Any], cid: str) -> dict[str, Any]:
         """The template ``ref`` names, its variables substituted. What it expands to is measured before
@@ -1397,13 +1461,13 @@ class _Loader:
         if not isinstance(raw, dict):
             raise self.fail("must be {status: …, reason: …}", criterion=cid, field=where)
         self._keys(raw, {"status", "reason"}, set(), where=where + ".", criterion=cid)
-        return Outcome(self._status(raw["status"], cid, f"{where}.status"),
-                       self._reason(raw["reason"], cid, f"{where}.reason"))
+        reasons = self._reasons(raw["reason"], cid, f"{where}.reason")
+        return Outcome(self._status(raw["status"], cid, f"{where}.status"), reasons[DEFAULT_LANG], reasons)
 
     def _rule(self, raw: Any, cid: str, where: str) -> Rule:
         if not isinstance(raw, dict):
             raise self.fail("must be {status, when, reason}", criterion=cid, field=where)
-        self._keys(raw, {"status", "when", "reason"}, {"ask"}, where=where + ".", criterion=cid)
+        self._keys(raw, {"status", "when", "reason"}, {"ask", "decide"}, where=where + ".", criterion=cid)
         asked = raw.get("ask")
         when = self._condition(raw["when"], cid, f"{where}.when")
         tests, alternatives = condition_size(when)
@@ -1411,9 +1475,14 @@ class _Loader:
             raise self.fail(f"this condition is too large for the rules engine ({tests} tests, {alternatives} "
                             f"alternatives once any/in are spread out; at most {MAX_CONDITION_TESTS} each): "
                             f"split it into several rules", criterion=cid, field=f"{where}.when")
-        return Rule(self._status(raw["status"], cid, f"{where}.status"), when,
-                    self._reason(raw["reason"], cid, f"{where}.reason"),
-                    self._ask([] if asked is None else asked, cid, f"{where}.ask"))
+        reasons = self._reasons(raw["reason"], cid, f"{where}.reason")
+        decide = {} if raw.get("decide") is None else self._reasons(raw["decide"], cid, f"{where}.decide")
+        return Rule(self._status(raw["status"], cid, f"{where}.status"), when, reasons[DEFAULT_LANG],
+                    self._ask([] if asked is None else asked, cid, f"{where}.ask"), reasons, decide)
+
+    def _reasons(self, raw: Any, cid: str, where: str) -> dict[str, str]:
+        """A reason template (or a ``decide`` text) in every language of the set, each checked."""
+        return self._localized(raw, criterion=cid, field=where, check=lambda text, at: self._reason(text, cid, at))
 
     def _ask(self, items: Any, cid: str, where: str) -> tuple[str, ...]:
         if not isinstance(items, list):

@@ -44,16 +44,18 @@ class Screener:
     :param compare_with: also screen under this other criteria set; when the decision or category
         differs, or the subcategory (the Figure 1 box), the row says so in ``criteria_set_check``
         (criteria.md §1.7: never choose silently).
+    :param lang: the language of the rows' reasons and warnings (``en``, or one of the set's translations);
+        keys, statuses and field paths stay English.
     """
 
     def __init__(self, ruleset: Ruleset, *, evaluator: Evaluator | None = None, include_record: bool = False,
-                 compare_with: Ruleset | None = None) -> None:
+                 compare_with: Ruleset | None = None, lang: str = "en") -> None:
         if evaluator is None:
             from .engine import shared_evaluator
             evaluator = shared_evaluator(ruleset)
         self.ruleset = ruleset
         self.evaluator = evaluator
-        self.decider = Decider(ruleset)
+        self.decider = Decider(ruleset, lang)
         self.include_record = include_record
         self.other = Screener(compare_with) if compare_with is not None else None
 
@@ -124,9 +126,9 @@ class Screener:
 
 
 def screen_one(record: BaseModel | dict[str, Any] | str, ruleset: Ruleset, *,
-               evaluator: Evaluator | None = None) -> dict[str, Any]:
+               evaluator: Evaluator | None = None, lang: str = "en") -> dict[str, Any]:
     """Screen one record (a model, a dict or JSON text). A bad record gives an ``error`` row."""
-    screener = Screener(ruleset, evaluator=evaluator)
+    screener = Screener(ruleset, evaluator=evaluator, lang=lang)
     if isinstance(record, BaseModel):
         try:
             return screener.record(screener.own(record, "record 1"), position="record 1")
@@ -307,9 +309,10 @@ def add_duplicate_warning(row: dict[str, Any], first: str, *, near: bool = False
 
 def screen_items(items: Iterable[Item], ruleset: Ruleset, *, evaluator: Evaluator | None = None,
                  include_record: bool = False, check_duplicates: bool = True,
-                 compare_with: Ruleset | None = None) -> Iterator[dict[str, Any]]:
+                 compare_with: Ruleset | None = None, lang: str = "en") -> Iterator[dict[str, Any]]:
     """Screen a stream of input items; yields exactly one row per item, in order."""
-    screener = Screener(ruleset, evaluator=evaluator, include_record=include_record, compare_with=compare_with)
+    screener = Screener(ruleset, evaluator=evaluator, include_record=include_record, compare_with=compare_with,
+                        lang=lang)
     dupes = DuplicateCheck() if check_duplicates else None
     for item in items:
         row = screener.item(item)

@@ -63,7 +63,7 @@ def test_schema_lists_every_field_path() -> None:
 
 def test_public_surface_is_what_all_says() -> None:
     exported = {name for name in dir(screening) if not name.startswith("_")}
-    modules = {"audit", "conditions", "decision", "decision_row", "derivations", "describe", "engine", "errors", "facts",
+    modules = {"audit", "conditions", "decision", "decision_row", "derivations", "describe", "engine", "errors", "facts", "i18n",
                "fields", "generate", "io", "matching", "output", "protocol", "record", "scale", "screen", "batch", "sink",
                "text"}
     assert exported - modules == set(screening.__all__)

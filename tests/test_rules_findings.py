@@ -33,6 +33,9 @@ from .conftest import FIXTURES, copy_record_files
 
 PACK = rules_dir() / "nlc-k2"
 SHIPPED = PACK / "paper-2024.yaml"
+#: The text the loader's defences are tried on: the released paper-2024 1.1.0 (English only, so that
+#: an edit of a title or reason is one line); the bilingual current set is fuzzed and loaded too.
+BASE = PACK / "archive" / "paper-2024-1.1.0" / "paper-2024.yaml"
 #: The whole-number parameters the pack declares, and their ranges.
 PARAMETER_BOUNDS = {name: (decl["min"], decl["max"])
                     for name, decl in load_ruleset("paper-2024").parameter_declarations.items() if decl["type"] == "int"}
@@ -45,13 +48,13 @@ def _copy_set(tmp_path: Path, text: str | None = None, name: str = "variant.yaml
         (tmp_path / "valuesets" / f.name).write_bytes(f.read_bytes())
     copy_record_files(PACK, tmp_path)
     path = tmp_path / name
-    path.write_text(SHIPPED.read_text(encoding="utf-8") if text is None else text, encoding="utf-8")
+    path.write_text(BASE.read_text(encoding="utf-8") if text is None else text, encoding="utf-8")
     return path
 
 
 def _edited(tmp_path: Path, edit: Callable[[str], str]) -> Path:
     """paper-2024 after a textual edit (for YAML features safe_dump would not write)."""
-    original = SHIPPED.read_text(encoding="utf-8")
+    original = BASE.read_text(encoding="utf-8")
     text = edit(original)
     assert text != original, "the edit did not apply"
     return _copy_set(tmp_path, text)
@@ -59,7 +62,7 @@ def _edited(tmp_path: Path, edit: Callable[[str], str]) -> Path:
 
 def _variant(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
     """paper-2024 after ``edit(data)`` on its parsed form."""
-    data = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    data = yaml.safe_load(BASE.read_text(encoding="utf-8"))
     edit(data)
     return _copy_set(tmp_path, yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
 
@@ -426,7 +429,7 @@ _SUBCATEGORIES = "meeting_exclusion: [secondary_cause, malignancy, diuretic, rec
 ])
 def test_a_value_of_the_wrong_type_is_refused_naming_file_and_field(tmp_path: Path, old: str | re.Pattern[str],
                                                                      new: str, criterion: str | None, field: str) -> None:
-    original = SHIPPED.read_text(encoding="utf-8")
+    original = BASE.read_text(encoding="utf-8")
     text = old.sub(new, original, count=1) if isinstance(old, re.Pattern) else original.replace(old, new, 1)
     assert text != original, old
     if new.startswith("title: [Vitamin"):
@@ -511,12 +514,14 @@ def _replaced(tree: Any, path: tuple[Any, ...], value: Any) -> Any:
 
 
 @pytest.mark.timeout(300)  # a watchdog only
-@pytest.mark.parametrize("target", ["paper-2024.yaml", "drug-classes.yaml", "tumor-sites.yaml", "condition-codes.yaml",
-                                    "fields.yaml", "facts.yaml"])
+@pytest.mark.parametrize("target", ["paper-2024.yaml", "paper-2024.yaml@bilingual", "drug-classes.yaml",
+                                    "tumor-sites.yaml", "condition-codes.yaml", "fields.yaml", "facts.yaml"])
 def test_any_value_replaced_by_any_odd_value_is_refused_or_loads_never_a_traceback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str) -> None:
     from screening import protocol
-    path = _copy_set(tmp_path)
+    bilingual = target.endswith("@bilingual")  # the current set, its texts {en, zh}
+    target = target.removesuffix("@bilingual")
+    path = _copy_set(tmp_path, SHIPPED.read_text(encoding="utf-8") if bilingual else None)
     parsed = {f.name: protocol.parse_yaml(f.read_text(encoding="utf-8"))
               for f in [path, *tmp_path.glob("valuesets/*.yaml"), tmp_path / "fields.yaml", tmp_path / "facts.yaml"]}
     parsed[target] = parsed.pop("variant.yaml") if target == "paper-2024.yaml" else parsed[target]
@@ -556,7 +561,7 @@ def test_any_value_replaced_by_any_odd_value_is_refused_or_loads_never_a_traceba
 @pytest.mark.timeout(60)  # a watchdog: before the fix this asked for 40 GB and died with MemoryError
 def test_a_template_that_would_expand_to_gigabytes_is_refused(tmp_path: Path) -> None:
     template = '  condition_presence:\n    ask: ["conditions.${key}"]\n'
-    bomb = SHIPPED.read_text(encoding="utf-8").replace(
+    bomb = BASE.read_text(encoding="utf-8").replace(
         template, '  bomb:\n    default: {status: not_met, reason: "' + "${k}" * 100_000 + '"}\n' + template, 1)
     bomb = bomb.replace("template: {name: condition_presence, key: hypothyroidism, label: Hypothyroidism}",
                         'template: {name: bomb, k: "' + "x" * 400_000 + '"}', 1)
@@ -569,7 +574,7 @@ def test_a_template_that_would_expand_to_gigabytes_is_refused(tmp_path: Path) ->
 
 def test_a_template_used_by_many_criteria_cannot_add_up_to_gigabytes(tmp_path: Path) -> None:
     """Each expansion under the per-string limit, but thousands of them: the set's total is bounded."""
-    data = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    data = yaml.safe_load(BASE.read_text(encoding="utf-8"))
     data["templates"]["big"] = {"default": {"status": "not_met", "reason": "${k}" * 4000}}
     extra = [{**copy.deepcopy(_criterion(data, "E1")), "id": f"E{100 + i}", "template": {"name": "big", "k": "y" * 10}}
              for i in range(400)]
@@ -619,7 +624,7 @@ def test_the_shipped_sets_still_load_with_the_same_stamp() -> None:
 ])
 def test_a_control_character_in_a_one_line_text_is_refused(tmp_path: Path, old: str, new: str,
                                                            criterion: str | None, field: str) -> None:
-    original = SHIPPED.read_text(encoding="utf-8")
+    original = BASE.read_text(encoding="utf-8")
     assert old in original, old
     text = original.replace(old, new, 1)
     if new.endswith("Pending ("):

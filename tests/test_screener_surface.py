@@ -25,9 +25,11 @@ def test_brief_shows_what_rules_out_what_is_open_and_the_warnings_but_no_passing
     assert code == 0 and lines[0].startswith("CD-0420 (Third People's Hospital of Chengdu): EXCLUDED")
     assert lines[1].startswith("  x E14 Vitamin K antagonist within 2 months before enrollment: ")
     assert lines[2].startswith("  ! I3 ") and "the investigator decides" in lines[2]
-    assert lines[3] == "  ? unknown: I2, I4"
-    assert lines[4].startswith("  warning: decision made on a planned enrollment_date")
-    assert len(lines) == 5  # no "+ passes" line, no criteria table, no stamp
+    assert lines[3].startswith("      investigator decides: whether the cramps are still nocturnal leg cramps")
+    assert lines[3].endswith("in the screening log")  # what to decide, and where to record it
+    assert lines[4] == "  ? unknown: I2, I4"
+    assert lines[5].startswith("  warning: decision made on a planned enrollment_date")
+    assert len(lines) == 6  # no "+ passes" line, no criteria table, no stamp
     _, full = _run("screen", ONE)
     assert "+ E1" in full and "+ E1" not in out and "rules: paper-2024" not in out
 
@@ -36,7 +38,8 @@ def test_brief_asks_the_open_questions_and_is_one_screen() -> None:
     _, out = _run("screen", SPARSE, "--brief")
     lines = out.splitlines()
     assert lines[1].startswith("  ? unknown: E1, E2,") and lines[2] == "  ask next:"
-    assert lines[3] == "    Has the candidate ever had hypothyroidism (now, in the past, or never)? [conditions.hypothyroidism]"
+    assert lines[3] == ("    Has the candidate ever had hypothyroidism (now, in the past, or never)? [conditions.hypothyroidism]"
+                        " — answer: one of active / history / absent / unknown")
     assert len(lines) < 30
 
 
@@ -44,7 +47,8 @@ def test_an_eligible_candidate_awaiting_consent_is_asked_for_it() -> None:
     record = base_record(candidate_id="C-1", consent="pending")
     _, out = _run("screen", "-", "--brief", stdin=json.dumps(record))
     assert "ELIGIBLE" in out.splitlines()[0]
-    assert "    Has the candidate signed the written informed consent, or declined or withdrawn? [consent]" in out
+    assert ("    Has the candidate signed the written informed consent, or declined or withdrawn? [consent]"
+            " — answer: one of pending / signed / declined / withdrawn") in out
     _, jsonl = _run("screen", "-", "--format", "jsonl", stdin=json.dumps(record))
     assert json.loads(jsonl)["ask_next"] == ["consent"]
 
@@ -61,16 +65,17 @@ def test_the_specification_pages_in_docs_criteria_are_current() -> None:
 
     sets = sorted({name for pack in screening.protocol.available_packs() for name in pack.sets})
     assert sets == ["paper-2024", "registry-2023", "roguin-2017"]
-    pages = sorted(p.stem for p in (ROOT / "docs" / "criteria").glob("*.md"))
-    assert pages == sets
+    pages = sorted(p.name for p in (ROOT / "docs" / "criteria").glob("*.md"))
+    assert pages == sorted([f"{name}.md" for name in sets] + [f"{name}.zh.md" for name in sets])
     for name in sets:
-        code, page = _run("rules", "--format", "markdown", "--rules", name)
-        assert code == 0
-        shipped = (ROOT / "docs" / "criteria" / f"{name}.md").read_text(encoding="utf-8")
-        assert shipped == page, f"docs/criteria/{name}.md is out of date: regenerate it"
-        assert screening.load_ruleset(name).sha256 in page
-        for cid in screening.load_ruleset(name).precedence:
-            assert f"\n### {cid} — " in page
+        for lang, suffix in (("en", ".md"), ("zh", ".zh.md")):
+            code, page = _run("rules", "--format", "markdown", "--rules", name, "--lang", lang)
+            assert code == 0
+            shipped = (ROOT / "docs" / "criteria" / f"{name}{suffix}").read_text(encoding="utf-8")
+            assert shipped == page, f"docs/criteria/{name}{suffix} is out of date: regenerate it"
+            assert screening.load_ruleset(name).sha256 in page
+            for cid in screening.load_ruleset(name).precedence:
+                assert f"\n### {cid} — " in page
 
 
 def test_the_specification_page_shows_each_rule_its_reason_and_the_questions() -> None:

@@ -298,7 +298,7 @@ def test_rules_list_lists_both_packs(runner: CliRunner) -> None:
     lines = text.splitlines()
     assert any(line.startswith("mgo-nlc: ") and "rules/mgo-nlc" in line for line in lines), text
     assert any(line.startswith("nlc-k2: ") for line in lines), text
-    assert "  roguin-2017: 1.0.0 (default)" in lines
+    assert "  roguin-2017: 1.0.0, 1.1.0 (default)" in lines
     listed = json.loads(runner.invoke(cli.main, ["rules", "--list", "--format", "json"]).output)
     packs = {p["name"]: p for p in listed["packs"]}
     assert sorted(packs) == ["mgo-nlc", "nlc-k2"]
@@ -312,7 +312,7 @@ def test_rules_check_accepts_the_pack(runner: CliRunner, monkeypatch: pytest.Mon
     for args in (["--check", "rules/mgo-nlc"], ["--check", "mgo-nlc"]):
         result = runner.invoke(cli.main, ["rules", *args], catch_exceptions=False)
         assert result.exit_code == 0, result.output
-        assert "roguin-2017 1.0.0 is valid" in result.output
+        assert "roguin-2017 1.0.0 is valid" in result.output and "roguin-2017 1.1.0 is valid" in result.output
 
 
 @pytest.mark.parametrize("spec", ["roguin-2017", "roguin-2017@1.0.0", "mgo-nlc/roguin-2017", "mgo-nlc", "rules/mgo-nlc"])

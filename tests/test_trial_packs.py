@@ -4,7 +4,7 @@
 * a pack's thresholds, conditions and records are data: editing a temporary copy of the pack
   changes decisions with no code change;
 * the released 1.0.0 sets stay loadable from their archive snapshots with their original sha256,
-  and 1.1.0 decides exactly as 1.0.0 on the golden cases, the Figure 1 cohort and generated records.
+  and every later version (1.1.0, 1.2.0) decides exactly as 1.0.0 on the golden cases, the Figure 1 cohort and generated records.
 """
 
 from __future__ import annotations
@@ -39,6 +39,15 @@ STAMPS_1_0_0 = {
 SNAPSHOTS_1_0_0 = {
     "paper-2024": "40792a072c319304750882d7cce1644b92c063440ec5b622fd24a009af8a668a",
     "registry-2023": "2a074e8a7850b7cdd03396f6965dae0038795d2c88133576e0149134b816b993",
+}
+#: The English-only releases archived when the Chinese texts came (issue 13): folder digest, and stamp.
+SNAPSHOTS_ENGLISH = {
+    "nlc-k2/paper-2024@1.1.0": ("5d704ff14912717c459f3d4bff75ad97db283063d9e1fa347e7890ca36eef186",
+                                "02eb7d0affb4df98f92e9eebd38d06a337b44a2dca00129f0cb85695e3edb8c2"),
+    "nlc-k2/registry-2023@1.1.0": ("82daaf758b49746aef1a23252ef0f0ee6290c23447211e5f859374147c2f2b24",
+                                   "431567631bfed8b169f4492a11c5a8e5335e5679e98cfe664ff76d8257d85e0e"),
+    "mgo-nlc/roguin-2017@1.0.0": ("0b66b82724bc1002857acd14cc268db9a9dd9b358e6cee57eec85962748fadbb",
+                                  "0b66b82724bc1002857acd14cc268db9a9dd9b358e6cee57eec85962748fadbb"),
 }
 TRIAL_WORDS = ("hypothyroid", "parkinson", "warfarin", "menaquinone", "diuretic", "stenosis", "NCT05547750")
 
@@ -124,10 +133,11 @@ def test_a_condition_added_by_yaml_alone_excludes(tmp_path: Path) -> None:
                                            "label: Myasthenia gravis}\n" + anchor), encoding="utf-8")
     set_file = folder / "paper-2024.yaml"
     text = set_file.read_text(encoding="utf-8")
-    criterion = ("  - id: E16\n    kind: exclusion\n    title: Myasthenia gravis\n"
+    criterion = ("  - id: E16\n    kind: exclusion\n    title: {en: Myasthenia gravis, zh: 重症肌无力}\n"
                  "    protocol_text: \"added for this test\"\n    sources: [methods_2024]\n    spec: none\n"
                  "    category: meeting_exclusion\n    subcategory: secondary_cause\n"
-                 "    template: {name: condition_presence, key: myasthenia_gravis, label: Myasthenia gravis}\n\n")
+                 "    template: {name: condition_presence, key: myasthenia_gravis, label: Myasthenia gravis, "
+                 "label_zh: 重症肌无力}\n\n")
     text = text.replace("\ncriteria:\n", "\ncriteria:\n" + criterion, 1)
     text = text.replace("precedence: [I1, E1,", "precedence: [I1, E16, E1,", 1)
     set_file.write_text(text, encoding="utf-8")
@@ -182,16 +192,34 @@ def test_the_released_version_loads_from_its_snapshot_with_its_original_stamp(na
     assert sorted(p.name for p in snapshot.iterdir()) == ["facts.yaml", "fields.yaml", f"{name}.yaml", "valuesets"]
     assert _snapshot_digest(snapshot) == SNAPSHOTS_1_0_0[name], "an archived snapshot changed"
     new = load_ruleset(name)
-    assert new.version == "1.1.0" and new.sha256 != old.sha256
+    assert new.version == "1.2.0" and new.sha256 != old.sha256
     assert {Path(f).name for f in new.files} >= {"fields.yaml", "facts.yaml"}
 
 
+@pytest.mark.parametrize("spec", sorted(SNAPSHOTS_ENGLISH))
+def test_the_english_only_releases_keep_their_snapshots_and_stamps(spec: str) -> None:
+    digest, sha = SNAPSHOTS_ENGLISH[spec]
+    old = load_ruleset(spec)
+    pack, rest = spec.split("/")
+    name, version = rest.split("@")
+    folder = ROOT / "rules" / pack / "archive" / f"{name}-{version}"
+    assert old.path == f"rules/{pack}/archive/{name}-{version}/{name}.yaml"
+    assert (old.version, old.sha256, old.languages) == (version, sha, ("en",))
+    assert _snapshot_digest(folder) == digest, "an archived snapshot changed"
+    current = load_ruleset(f"{pack}/{name}")
+    assert current.languages == ("en", "zh") and current.sha256 != sha
+
+
 def _rows(ruleset: screening.Ruleset, items: list[Item]) -> list[str]:
+    """Rows without their stamp, and without ``decide`` (what a review asks of the investigator, which
+    1.2.0 added: its decisions and reasons are 1.1.0's)."""
     screener = Screener(ruleset)
     out = []
     for item in items:
         row = screener.item(item)
         assert row.pop("ruleset") == ruleset.stamp
+        for result in row.get("criteria", {}).values():
+            result.pop("decide", None)
         out.append(json.dumps(row, ensure_ascii=False))
     return out
 
@@ -206,14 +234,17 @@ def _golden_items() -> list[Item]:
 
 
 @pytest.mark.parametrize("name", sorted(STAMPS_1_0_0))
-def test_1_1_0_decides_as_1_0_0_on_the_golden_cases_and_figure_1(name: str) -> None:
+def test_every_version_decides_as_1_0_0_on_the_golden_cases_and_figure_1(name: str) -> None:
+    """1.1.0 (the trial as a pack) and 1.2.0 (the Chinese texts, what to decide) decide as 1.0.0."""
     items = _golden_items()
     assert len(items) > 400
-    assert _rows(load_ruleset(name), items) == _rows(load_ruleset(f"{name}@1.0.0"), items)
+    first = _rows(load_ruleset(f"{name}@1.0.0"), items)
+    assert _rows(load_ruleset(f"{name}@1.1.0"), items) == first
+    assert _rows(load_ruleset(name), items) == first
 
 
 @pytest.mark.timeout(600)
-def test_1_1_0_decides_as_1_0_0_on_100k_generated_records() -> None:
+def test_the_current_version_decides_as_1_0_0_on_100k_generated_records() -> None:
     buffer = io.StringIO()
     write_jsonl(buffer, 100_000, seed=12, mix=None, ruleset=load_ruleset("paper-2024"))
     items = [Item(f"line {i}", line) for i, line in enumerate(buffer.getvalue().splitlines(), 1)]
@@ -351,7 +382,7 @@ def test_text_output_asks_the_open_questions_one_per_line_most_decisive_first(tm
     result = CliRunner().invoke(cli.main, ["screen", str(ROOT / "examples" / "sparse.json")])
     lines = result.output.splitlines()
     start = lines.index("  ask next:")
-    asked = [line for line in lines[start + 1:] if line.startswith("    ") and line.endswith("]")]
+    asked = [line.split(" — answer: ")[0] for line in lines[start + 1:] if line.startswith("    ") and "] — " in line]
     assert asked[0] == "    Has the candidate ever had hypothyroidism (now, in the past, or never)? " \
                        "[conditions.hypothyroidism]"
     row = json.loads(CliRunner().invoke(cli.main, ["screen", str(ROOT / "examples" / "sparse.json"), "--format",

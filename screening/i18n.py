@@ -1,0 +1,192 @@
+"""The languages nlc-screen speaks to screeners: English and (draft) Simplified Chinese.
+
+Two kinds of text are translated:
+
+* a pack's own texts (criterion titles, reason templates, what the investigator decides, box
+  labels, questions, field labels, warnings) are written in the pack, in both languages, as
+  ``{en: ..., zh: ...}`` beside the English they translate; :func:`localized` reads them;
+* the tool's own words (the text report's headings and statuses, the answer formats, and the few
+  phrases the generic derivations put into reasons) are :data:`MESSAGES` and :data:`PHRASES` below.
+
+A value that reasons quote is a :class:`Phrase` when it is words rather than a date, a number or
+a value of the record: a ``str`` holding the English, that also knows its other languages, so the
+English path pays nothing for the translation.
+
+Keys, statuses, field paths and record values stay English in every language (they are the
+interface that forms, exports and audits read). Record-level error messages stay English too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+#: The languages every translated text is written in; the first is the default and the fallback.
+LANGUAGES = ("en", "zh")
+DEFAULT_LANG = "en"
+#: The environment variable that sets the default language of the command line.
+LANG_ENV = "NLC_SCREEN_LANG"
+
+#: The review mark of the tool's own Chinese texts (the packs' carry their own).
+DRAFT_NOTE = {"zh": "中文文本为草稿，尚待母语为中文的临床人员审校 (draft: needs review by a native Chinese clinical speaker)"}
+
+
+class Phrase(str):
+    """Words for a reason or warning: the English text (its ``str`` value) and its other languages."""
+
+    texts: Mapping[str, str]
+
+    def __new__(cls, texts: Mapping[str, str]) -> Phrase:
+        obj = super().__new__(cls, texts[DEFAULT_LANG])
+        obj.texts = texts
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:  # rows cross process boundaries in parallel runs
+        return (Phrase, (dict(self.texts),))
+
+    def say(self, lang: str) -> str:
+        return self.texts.get(lang) or str.__str__(self)
+
+
+def say(value: Any, lang: str) -> Any:
+    """``value`` in ``lang`` when it is a :class:`Phrase`; anything else as it is."""
+    return value.say(lang) if lang != DEFAULT_LANG and isinstance(value, Phrase) else value
+
+
+def plain(value: str, lang: str = DEFAULT_LANG) -> str:
+    """A text in ``lang`` as a plain ``str`` (what a decision row holds)."""
+    return value.say(lang) if isinstance(value, Phrase) else value
+
+
+#: The generic phrases derivations put into reasons and warnings, by key.
+PHRASES: dict[str, dict[str, str]] = {
+    "unknown": {"en": "unknown", "zh": "不详"},
+    "list_separator": {"en": ", ", "zh": "、"},
+    "ongoing": {"en": "ongoing", "zh": "仍在服用"},
+    "ongoing_clear": {"en": "it is ongoing: it counts until it is stopped (and any look-back after that has passed)",
+                      "zh": "仍在服用：停药且其后的回顾期过去之前一直计入"},
+    "last_taken": {"en": "last taken {date}", "zh": "最后一次服用于 {date}"},
+    "clear_from": {"en": "it would no longer count from enrollment {date}",
+                   "zh": "入组日期在 {date} 或之后则不再计入"},
+    "no_stop_date": {"en": "with no stop date and not marked ongoing", "zh": "没有停药日期，也未标注仍在服用"},
+    "outside_lookback": {"en": "outside the look-back", "zh": "在回顾期之外"},
+    "drug": {"en": "({drug})", "zh": "（{drug}）"},
+    "outside_window": {"en": "; {count} outside the window ignored ({dates})",
+                       "zh": "；窗口外的 {count} 次不计（{dates}）"},
+    "planned_date": {"en": " (planned: {base} + {days} days)", "zh": "（计划日期：{base} + {days} 天）"},
+}
+
+
+def phrase(key: str, **values: Any) -> Phrase:
+    """The phrase ``key`` with its ``{placeholders}`` filled, in every language."""
+    texts = PHRASES[key]
+    if not values:
+        return Phrase(texts)
+    return Phrase({lang: text.format(**values) for lang, text in texts.items()})
+
+
+def joined(items: list[Any]) -> Phrase:
+    """Items (phrases or plain words) joined as a list is written in each language."""
+    return Phrase({lang: PHRASES["list_separator"][lang].join(str(say(i, lang)) for i in items)
+                   for lang in LANGUAGES})
+
+
+#: The text report's own words, by key and language.
+MESSAGES: dict[str, dict[str, str]] = {
+    "eligible": {"en": "ELIGIBLE", "zh": "符合入选条件"},
+    "excluded": {"en": "EXCLUDED", "zh": "排除"},
+    "undetermined": {"en": "UNDETERMINED", "zh": "尚无法判定"},
+    "error": {"en": "ERROR", "zh": "错误"},
+    "cannot_read": {"en": "ERROR — the record cannot be read", "zh": "错误 — 无法读取该记录"},
+    "waiting_for": {"en": "{category}: waiting for {id} {title}", "zh": "{category}：等待 {id} {title}"},
+    "all_met": {"en": "{done}every criterion met, next CONSORT box: {box}",
+                "zh": "{done}所有标准均满足，CONSORT 流程下一步：{box}"},
+    "because": {"en": "because {id} {title}: {reason}", "zh": "原因：{id} {title}：{reason}"},
+    "unknown_ids": {"en": "? unknown: {ids}", "zh": "? 不详：{ids}"},
+    "ask_next": {"en": "ask next:", "zh": "接下来请询问："},
+    "sep": {"en": ": ", "zh": "："},
+    "semi": {"en": "; ", "zh": "；"},
+    "answer": {"en": "answer: {format}", "zh": "回答：{format}"},
+    "other_set": {"en": "other criteria set: ", "zh": "另一版标准："},
+    "warning": {"en": "warning: {text}", "zh": "警告：{text}"},
+    "decide": {"en": "investigator decides: {text}", "zh": "由研究者决定：{text}"},
+    "legend": {"en": "criteria (+ passes, x rules the candidate out, ? unknown, ! investigator to review):",
+               "zh": "各项标准（+ 通过，x 据此排除，? 不详，! 需研究者判断）："},
+    "stamp": {"en": "rules: {name} {version} (sha256 {sha}…)", "zh": "标准：{name} {version}（sha256 {sha}…）"},
+    "draft": {"en": "", "zh": DRAFT_NOTE["zh"]},
+    # the audit report
+    "audit_title": {"en": "CONSORT enrollment — counted with {name} {version}; decisions from {stamps}",
+                    "zh": "CONSORT 入组流程 — 按 {name} {version} 计数；决定来自 {stamps}"},
+    "audit_no_rows": {"en": "no rows", "zh": "无记录"},
+    "audit_assessed": {"en": "Assessed for eligibility", "zh": "接受资格评估"},
+    "audit_excluded": {"en": "Excluded", "zh": "排除"},
+    "audit_errors": {"en": "Records that could not be read (not assessed)", "zh": "无法读取的记录（未评估）"},
+    "audit_rows": {"en": "Rows read (each candidate counts once: its last row)",
+                   "zh": "读取的行数（每名候选人只计一次：其最后一行）"},
+    "audit_superseded": {"en": "Superseded by a later row for the same candidate",
+                         "zh": "被同一候选人后来的行取代"},
+    "audit_arithmetic": {"en": "Arithmetic: ", "zh": "算术核对："},
+    "audit_consistent": {"en": "consistent", "zh": "一致"},
+    "audit_per_criterion": {
+        "en": "Per criterion (precedence order)      met  not_met  unknown  review  primary  excluded-by-this-only",
+        "zh": "各项标准（按优先顺序）                met  not_met  unknown  review  primary  excluded-by-this-only"},
+    "audit_differs": {"en": "expected {want}  <-- differs", "zh": "应为 {want}  <-- 不一致"},
+    "audit_compared_diff": {"en": "Compared with {title}: {n} difference(s)", "zh": "与 {title} 比较：{n} 处不一致"},
+    "audit_diff": {"en": "{box}: expected {want}, got {got}", "zh": "{box}：应为 {want}，实为 {got}"},
+    "audit_compared_ok": {"en": "Compared with {title}: all {n} counts match", "zh": "与 {title} 比较：全部 {n} 项计数一致"},
+    # statuses of a criterion, as the text report shows them
+    "met": {"en": "met", "zh": "满足"},
+    "not_met": {"en": "not_met", "zh": "不满足"},
+    "review": {"en": "review", "zh": "待审"},
+    "status_unknown": {"en": "unknown", "zh": "不详"},
+    # answer formats of the record's field types
+    "format_date": {"en": "a date, YYYY-MM-DD", "zh": "日期，格式 YYYY-MM-DD"},
+    "format_bool": {"en": "yes or no (true / false)", "zh": "是或否（true / false）"},
+    "format_int": {"en": "a whole number{range}", "zh": "整数{range}"},
+    "format_number": {"en": "a number{range}", "zh": "数字{range}"},
+    "format_range": {"en": " from {low} to {high}", "zh": "，{low} 至 {high}"},
+    "format_enum": {"en": "one of {values}", "zh": "以下之一：{values}"},
+    "format_text": {"en": "text", "zh": "文字"},
+    "format_list": {"en": "a list, one entry per {item}", "zh": "列表，每项一条{item}"},
+    "format_object": {"en": "its fields: {fields}", "zh": "各字段：{fields}"},
+}
+
+
+def message(key: str, lang: str = DEFAULT_LANG, **values: Any) -> str:
+    """The tool's own text ``key`` in ``lang`` (English when it has no translation), filled."""
+    texts = MESSAGES[key]
+    text = texts.get(lang) or texts[DEFAULT_LANG]
+    return text.format(**values) if values else text
+
+
+def status_word(status: str, lang: str) -> str:
+    """A criterion status as the text report shows it (the key itself in English)."""
+    return message("status_unknown" if status == "unknown" else status, lang)
+
+
+def check_lang(lang: str | None) -> str:
+    """``lang``, or the environment's default; a language not spoken is a ``ValueError``."""
+    chosen = lang or os.environ.get(LANG_ENV) or DEFAULT_LANG
+    if chosen not in LANGUAGES:
+        raise ValueError(f"language {chosen[:20]!r} is not one of {', '.join(LANGUAGES)}")
+    return chosen
+
+
+def localized(raw: Any, where: str, fail: Callable[[str, str], Exception], *,
+              check: Callable[[str, str], str] | None = None) -> dict[str, str]:
+    """A pack text: plain text (English only) or ``{en: ..., zh: ...}`` (every language).
+
+    :param check: validates one language's text (``check(text, where)``) and returns it.
+    :raises: what ``fail(message, where)`` makes, naming the key."""
+    if isinstance(raw, str):
+        return {DEFAULT_LANG: check(raw, where) if check else raw}
+    if isinstance(raw, dict) and set(raw) == set(LANGUAGES):
+        out = {}
+        for lang in LANGUAGES:
+            text = raw[lang]
+            if not isinstance(text, str) or not text.strip():
+                raise fail("must be text, not blank", f"{where}.{lang}")
+            out[lang] = check(text, f"{where}.{lang}") if check else text
+        return out
+    raise fail(f"must be text, or {{{', '.join(f'{lang}: <text>' for lang in LANGUAGES)}}}", where)
