@@ -111,6 +111,14 @@ _PAGE = {
 }
 
 
+def _spec_link(spec: str) -> str:
+    """A criterion's ``spec`` citation, linked to the repository's restatement of the reconciliation
+    it cites (docs/reconciliation.md, whose sections keep the cited numbers)."""
+    if not spec.startswith("criteria.md "):
+        return _md(spec)
+    return f"[{_md(spec)}](../reconciliation.md)"
+
+
 def ruleset_markdown(ruleset: Ruleset, lang: str = DEFAULT_LANG) -> str:
     """The set as a specification page (docs/criteria/<set>.md, and <set>.zh.md in Chinese): every
     criterion's protocol text and sources, when each status applies (the rules in words, with their
@@ -144,7 +152,7 @@ def ruleset_markdown(ruleset: Ruleset, lang: str = DEFAULT_LANG) -> str:
         box = c.category + (f" / {c.subcategory}" if c.subcategory else "")
         out += [f"### {c.id} — {_md(c.title_in(lang))}", "",
                 "- " + t["kind"].format(kind=c.kind, box=box, sources=", ".join(f"`{s}`" for s in c.sources),
-                                        spec=_md(c.spec)),
+                                        spec=_spec_link(c.spec)),
                 f"- {t['protocol']}{_md(c.protocol_text)}", "",
                 t["rule_head"], "|---|---|---|---|"]
         for rule in c.rules:

@@ -84,3 +84,29 @@ def test_the_specification_page_shows_each_rule_its_reason_and_the_questions() -
     assert "- `conditions.hypothyroidism`: Has the candidate ever had hypothyroidism" in page
     assert "/ 候选人目前或既往是否患有甲状腺功能减退症？" in page
     assert "| `min_age_years` | 65 | the youngest age included, in completed years |" in page
+
+
+def test_every_spec_citation_of_the_sets_is_a_section_of_the_reconciliation_page_in_the_repository() -> None:
+    """The sets cite the reconciliation as ``criteria.md §4.3 E1, D10``; docs/reconciliation.md
+    restates it in this project's words with the same numbers, and the spec pages link there."""
+    import re
+
+    import screening
+
+    page = (ROOT / "docs" / "reconciliation.md").read_text(encoding="utf-8")
+    headings = set(re.findall(r"^#+ (§\d+(?:\.\d+)?) ", page, re.M))
+    decisions = set(re.findall(r"^- \*\*(D\d+)\*\*", page, re.M))
+    cited = 0
+    for name in ("paper-2024", "registry-2023"):
+        for crit in screening.load_ruleset(name).ordered:
+            assert crit.spec.startswith("criteria.md "), crit.id
+            for section in re.findall(r"§\d+(?:\.\d+)?", crit.spec):
+                assert section in headings, (name, crit.id, section)
+                cited += 1
+            for decision in re.findall(r"\bD\d+\b", crit.spec):
+                assert decision in decisions, (name, crit.id, decision)
+            for cid in re.findall(r"\b[IE]\d+\b", crit.spec):
+                assert f"**{cid}**" in page, (name, crit.id, cid)
+        md = (ROOT / "docs" / "criteria" / f"{name}.md").read_text(encoding="utf-8")
+        assert "](../reconciliation.md)" in md
+    assert cited > 30
