@@ -9,7 +9,8 @@ output went away (SIGPIPE), quietly.
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ import click
 
 import screening
 from screening import audit as audit_mod
-from screening.batch import MAX_WORKERS, screen_batch
+from screening.batch import INPUT_FORMATS, MAX_WORKERS, screen_batch
 from screening.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -32,7 +33,6 @@ from screening.errors import (
     OutputError,
 )
 from screening.i18n import DEFAULT_LANG, LANG_ENV, LANGUAGES
-from screening.io import FORMATS
 from screening.output import OUTPUT_FORMATS, RowWriter
 from screening.protocol import DEFAULT_RULESET
 from screening.sink import open_output
@@ -51,6 +51,38 @@ lang_option = click.option(
     show_envvar=True,
     help="Language of the texts for people: titles, reasons, questions, warnings, box labels (zh: Simplified "
          "Chinese, a draft awaiting clinical review). Keys, statuses, field paths and record errors stay English.")
+
+
+#: ``--log`` with no URL: the default screening log (a SQLite file in the data directory).
+DEFAULT_LOG = "default"
+
+
+def log_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--log", "log_url", is_flag=False, flag_value=DEFAULT_LOG, default=None, metavar="[URL]",
+                        help=help_text + " With no URL, the default log: a SQLite file in $NLC_SCREEN_HOME (default: "
+                        "the platform's user data directory); else sqlite:///FILE or postgresql://USER@HOST/DB.")
+
+
+def _open_log(url: str) -> Any:
+    from screening.log import ScreeningLog
+
+    try:
+        log = ScreeningLog(None if url == DEFAULT_LOG else url)
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    click.get_current_context().call_on_close(log.close)  # its connections closed when the command ends
+    return log
+
+
+def _screener(name: str | None) -> str:
+    if name:
+        return name
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
 
 
 class Failure(click.ClickException):
@@ -163,8 +195,9 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
 @rules_option
 @click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default="text", show_default=True,
               help="text: an explanation for a screener; json / jsonl / csv: one row per record.")
-@click.option("--input-format", type=click.Choice(FORMATS), default=None,
-              help="Input format; by default taken from the file name, else from the content.")
+@click.option("--input-format", type=click.Choice(INPUT_FORMATS), default=None,
+              help="Input format; by default taken from the file name, else from the content. redcap: a data "
+                   "export (raw or labels) of the instrument `nlc-screen redcap dictionary` makes.")
 @click.option("-o", "--output", default="-", metavar="PATH|-",
               help="Where to write the decisions (default: standard output). A file appears only when complete; "
                    "the input file itself is refused.")
@@ -188,9 +221,13 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
               help="Text output: only what rules the candidate out, what is still open, what to ask and the "
                    "warnings — one screen for a desk.")
 @lang_option
+@log_option("Also append every decision (and its input record) to the screening log.")
+@click.option("--screener", default=None, envvar="NLC_SCREEN_SCREENER", metavar="NAME",
+              help="Who is screening, as the screening log keeps it (default: the login name).")
 def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, output: str,
            include_record: bool, compare_spec: str | None, check_duplicates: bool, workers: int,
-           csv_formula_guard: bool, progress: bool | None, brief: bool, lang: str) -> None:
+           csv_formula_guard: bool, progress: bool | None, brief: bool, lang: str, log_url: str | None,
+           screener: str | None) -> None:
     """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
 
     Writes one decision per input record, in input order. A record that cannot be read becomes an
@@ -209,15 +246,22 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
     other = _load(compare_spec) if compare_spec else None
     name = None if source == "-" else source
     show = sys.stderr.isatty() if progress is None else progress
+    log = _open_log(log_url) if log_url is not None else None
     try:
         with _open_input(source) as stream, _progress_bar(show) as bar, \
-                open_output(output, input_path=source) as out:
+                open_output(output, input_path=source) as out, \
+                (log.batch(screener=_screener(screener), source=source, pack=ruleset.pack) if log
+                 else contextlib.nullcontext()) as batch:
             writer = RowWriter(out, fmt, ruleset, csv_formula_guard=csv_formula_guard, brief=brief, lang=lang)
             result = screen_batch(stream, writer, ruleset, input_format=input_format, name=name, workers=workers,
                                   include_record=include_record, compare_with=other,
-                                  check_duplicates=check_duplicates, progress=bar, lang=lang)
+                                  check_duplicates=check_duplicates, progress=bar, lang=lang, log=batch)
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
+    if log is not None:
+        assert batch is not None
+        click.echo(f"{batch.written} decision(s) appended to the screening log {log.shown} "
+                   f"(batch {batch.batch_id}).", err=True)
     message = result.summary()
     if message:
         click.echo(message, err=True)
@@ -226,72 +270,168 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
 
 
 @main.command()
-@click.argument("decisions", metavar="DECISIONS|-")
+@click.argument("decisions", metavar="DECISIONS|-", required=False)
 @click.option("--rules", "rules_spec", default=None, metavar="NAME|PATH",
               help="Criteria set the decisions were made with (default: the one stamped on them).")
 @click.option("--expect", default=None, metavar="NAME|PATH",
               help="Compare with an expected flow (figure1: the paper's Figure 1); exit 1 on any difference.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @lang_option
-def audit(decisions: str, rules_spec: str | None, expect: str | None, fmt: str, lang: str) -> None:
+@log_option("Count the current decision of every candidate in the screening log instead of a file.")
+@click.option("--site", default=None, help="With --log: only this site's candidates.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
+              help="With --log: only candidates whose screening_start is on or after this date.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
+              help="With --log: only candidates whose screening_start is on or before this date.")
+def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt: str, lang: str,
+          log_url: str | None, site: str | None, since: dt.datetime | None, until: dt.datetime | None) -> None:
     """Count decisions into the CONSORT enrollment boxes and check the arithmetic.
 
-    Reads `nlc-screen screen` output (JSON Lines or a JSON array). Exits 1 when the arithmetic does
-    not hold or, with --expect, when any count differs.
+    Reads `nlc-screen screen` output (JSON Lines or a JSON array), or with --log the screening log
+    (each candidate by its latest decision). Exits 1 when the arithmetic does not hold or, with
+    --expect, when any count differs.
 
-    Example:
+    Examples:
 
         nlc-screen audit decisions.jsonl --expect figure1
+
+        nlc-screen audit --log --site Chengdu-3 --since 2023-01-01
     """
+    if (decisions is None) == (log_url is None):
+        raise click.UsageError("give a DECISIONS file (or - for standard input), or --log, not both")
+    if log_url is None and (site or since or until):
+        raise click.UsageError("--site, --since and --until filter the screening log: use them with --log")
+    chosen = lang if fmt == "text" else DEFAULT_LANG
+
+    def load(spec: str) -> screening.Ruleset:
+        return _load(spec, chosen)
     try:
-        with _open_input(decisions) as stream:
-            rows = audit_mod.read_rows(stream, name="input" if decisions == "-" else decisions)
-            first = next(rows, None)
-            if rules_spec is None:  # the set stamped on the first row
-                stamp = (first or {}).get("ruleset")
-                rules_spec = f"{stamp['name']}@{stamp['version']}" if stamp else DEFAULT_RULESET
-            ruleset = _load(rules_spec, lang if fmt == "text" else DEFAULT_LANG)
-            lang = lang if ruleset.speaks(lang) else DEFAULT_LANG
-            expected = audit_mod.load_expectation(expect, ruleset) if expect else None
-            counts = audit_mod.count(itertools.chain([first] if first else [], rows), ruleset)
-            diffs = audit_mod.compare(counts, expected) if expected else []
+        if log_url is not None:
+            log = _open_log(log_url)
+            rows = log.current_rows(site=site, since=since.date() if since else None,
+                                    until=until.date() if until else None)
+            result = audit_mod.audit_rows(rows, rules=rules_spec, expect=expect, load=load)
+        else:
+            assert decisions is not None
+            with _open_input(decisions) as stream:
+                rows = audit_mod.read_rows(stream, name="input" if decisions == "-" else decisions)
+                result = audit_mod.audit_rows(rows, rules=rules_spec, expect=expect, load=load)
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
     if fmt == "json":
-        report = counts.to_dict()
-        if expected is not None:
-            report["expected"] = {"name": expected.get("name"), "differences": [
-                {"box": b, "expected": w, "actual": h} for b, w, h in diffs]}
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
-        click.echo(audit_mod.render(counts, expected, lang), nl=False)
-    if diffs or counts.arithmetic():
-        sys.exit(1)
+        ruleset = result.counts.ruleset
+        click.echo(result.text(lang if ruleset.speaks(lang) else DEFAULT_LANG), nl=False)
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Another machine's address needs tokens (NLC_SCREEN_TOKENS or "
+                   "NLC_SCREEN_TOKENS_FILE); put a TLS-terminating reverse proxy in front (README).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@rules_option
+@log_option("The screening log the API appends to and reads.")
+@click.option("--workers", type=click.IntRange(min=1, max=MAX_WORKERS), default=2, show_default=True,
+              help="Worker processes, started with the server, that screen large batches (1: screen every "
+                   "request in the server's own process).")
+def serve(host: str, port: int, rules_spec: str, log_url: str | None, workers: int) -> None:
+    """Serve the HTTP API: POST /screen, POST /screen/batch, GET /candidates/ID, /worklist, /audit, /rules,
+    /schema; OpenAPI at /openapi.json, docs at /docs.
+
+    Every decision is appended to the screening log (the default file when --log names none).
+
+    Example:
+
+        nlc-screen serve --port 8000
+    """
+    from screening.service import serve as run
+
+    try:
+        run(host=host, port=port, rules=rules_spec, log_url=None if log_url in (None, DEFAULT_LOG) else log_url,
+            workers=workers)
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+
+
+@main.group()
+def redcap() -> None:
+    """REDCap: the screening instrument as a data dictionary (screen its exports with --input-format redcap)."""
+
+
+@redcap.command("dictionary")
+@rules_option
+@lang_option
+@click.option("-o", "--output", default="-", metavar="FILE.csv|-", help="Where to write (default: standard output).")
+def redcap_dictionary(rules_spec: str, lang: str, output: str) -> None:
+    """Write the REDCap data dictionary of the set's pack's screening instrument (CSV, REDCap's 18 columns).
+
+    Variable names, list slots, the repeating instrument, branching and choice labels come from the
+    pack's redcap.yaml; types, validation, labels and questions from its fields.yaml.
+
+    Example:
+
+        nlc-screen redcap dictionary --lang zh -o screening-dictionary.csv
+    """
+    from screening.redcap import write_dictionary
+
+    ruleset = _load(rules_spec, lang)
+    try:
+        with open_output(output) as out:
+            written = write_dictionary(out, ruleset, lang if ruleset.speaks(lang) else DEFAULT_LANG)
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    click.echo(f"{written} variables written for pack {ruleset.pack}.", err=True)
+
+
+@main.group("log")
+def log_group() -> None:
+    """Move a screening log between databases: export it to JSON Lines, import it into another.
+
+    URL is sqlite:///FILE or postgresql://USER@HOST/DB; with none, the default log (a SQLite file in
+    $NLC_SCREEN_HOME). Every entry keeps its id, so importing the same export twice adds nothing.
+    """
+
+
+@log_group.command("export")
+@click.argument("url", required=False, metavar="[URL]")
+@click.option("-o", "--output", default="-", metavar="FILE.jsonl|-", help="Where to write (default: standard output).")
+def log_export(url: str | None, output: str) -> None:
+    """Write every entry of the screening log as JSON Lines, oldest first, input records included."""
+    log = _open_log(url or DEFAULT_LOG)
+    try:
+        with open_output(output) as out:
+            written = log.export(out.write)
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    click.echo(f"{written} entr{'y' if written == 1 else 'ies'} exported from {log.shown}.", err=True)
+
+
+@log_group.command("import")
+@click.argument("source", metavar="FILE.jsonl|-")
+@click.argument("url", required=False, metavar="[URL]")
+def log_import(source: str, url: str | None) -> None:
+    """Add the entries of an export to the screening log at URL (those already there are skipped)."""
+    log = _open_log(url or DEFAULT_LOG)
+    try:
+        with _open_input(source) as stream:
+            added, skipped = log.import_(stream, name="input" if source == "-" else source)
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    click.echo(f"{added} entr{'y' if added == 1 else 'ies'} imported into {log.shown}; {skipped} already there.",
+               err=True)
 
 
 def _list_packs(fmt: str) -> None:
     """``rules --list``: every shipped pack with its sets and their versions (oldest first)."""
+    from screening.describe import packs_json, packs_text
+
     try:
-        packs = [(pack, pack.versions()) for pack in screening.protocol.available_packs()]
+        click.echo(json.dumps(packs_json(), indent=2, ensure_ascii=False) if fmt == "json" else packs_text(), nl=fmt == "json")
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
-    if fmt == "json":
-        click.echo(json.dumps({
-            "packs": [{"name": pack.name, "title": pack.title, "registration": pack.registration,
-                       "path": screening.protocol.display_path(pack.path), "default_set": pack.default_set,
-                       "sets": [{"name": name, "versions": [v for v, _ in versions], "default": name == pack.default_set}
-                                for name, versions in sets.items()]}
-                      for pack, sets in packs],
-            "sets": [{"pack": pack.name, "name": name, "version": version, "spec": f"{pack.name}/{name}@{version}"}
-                     for pack, sets in packs for name, versions in sets.items() for version, _ in versions],
-        }, indent=2, ensure_ascii=False))
-        return
-    for pack, sets in packs:
-        registration = f", {pack.registration}" if pack.registration else ""
-        click.echo(f"{pack.name}: {pack.title}{registration} ({screening.protocol.display_path(pack.path)})")
-        for name, versions in sets.items():
-            default = " (default)" if name == pack.default_set else ""
-            click.echo(f"  {name}: {', '.join(v for v, _ in versions)}{default}")
 
 
 @main.command()

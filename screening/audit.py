@@ -23,9 +23,10 @@ held (identical contributions are shared), about 150–250 bytes per distinct ca
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -389,6 +390,52 @@ def compare(counts: ConsortCounts, expected: dict[str, Any]) -> list[tuple[str, 
         if have != want:
             diffs.append((box, int(want), have))
     return diffs
+
+
+@dataclass
+class AuditResult:
+    """An audit: the counts, the expected flow compared with (if any) and the differences."""
+
+    counts: ConsortCounts
+    expected: dict[str, Any] | None = None
+    diffs: list[tuple[str, int, int]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a count differs from the expected flow or the arithmetic fails, else 0."""
+        return 1 if self.diffs or self.counts.arithmetic() else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as ``audit --format json`` and ``GET /audit`` give it."""
+        report = self.counts.to_dict()
+        if self.expected is not None:
+            report["expected"] = {"name": self.expected.get("name"), "differences": [
+                {"box": b, "expected": w, "actual": h} for b, w, h in self.diffs]}
+        return report
+
+    def text(self, lang: str = DEFAULT_LANG) -> str:
+        return render(self.counts, self.expected, lang)
+
+
+def audit_rows(rows: Iterable[dict[str, Any]], *, rules: str | None = None, expect: str | None = None,
+               load: Callable[[str], Ruleset] | None = None) -> AuditResult:
+    """Count decision rows (a file's, or a screening log's current ones) with the criteria set
+    ``rules`` — by default the one stamped on the first row — and compare with ``expect``.
+
+    :param load: loads a criteria set by spec (default :func:`screening.protocol.load_ruleset`).
+    :raises RulesetNotFound, RuleDefinitionError, InputFormatError: as the set, expectation or rows say.
+    """
+    from .protocol import DEFAULT_RULESET, load_ruleset
+
+    stream = iter(rows)
+    first = next(stream, None)
+    if rules is None:  # the set stamped on the first row
+        stamp = (first or {}).get("ruleset")
+        rules = f"{stamp['name']}@{stamp['version']}" if isinstance(stamp, dict) and "name" in stamp else DEFAULT_RULESET
+    ruleset = (load or load_ruleset)(rules)
+    expected = load_expectation(expect, ruleset) if expect else None
+    counts = count(itertools.chain([first] if first else [], stream), ruleset)
+    return AuditResult(counts, expected, compare(counts, expected) if expected else [])
 
 
 def render(counts: ConsortCounts, expected: dict[str, Any] | None = None, lang: str = DEFAULT_LANG) -> str:

@@ -13,21 +13,27 @@ Every input record yields exactly one row (a decision or an ``error`` row), in i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+import orjson
 
 from .errors import EXIT_OK, EXIT_RECORD_ERRORS, EXIT_UNREADABLE
-from .io import read_records
-from .output import RowWriter
+from .io import FORMATS, Item, read_records
 from .protocol import Ruleset
 from .screen import screen_items
+
+if TYPE_CHECKING:
+    from .log import Batch
 
 #: The most worker processes ``--workers`` may ask for (the CLI refuses more). Each worker is a forked
 #: process with its own rules engine and start-up cost; beyond a few per core nothing is gained.
 #: Fewer are started when there is less work: never more processes than chunks of input
 #: (:mod:`screening.scale`). Kept here so that the CLI knows it without importing the worker pool.
 MAX_WORKERS = 32
+#: The input formats ``screen`` reads: the record formats, and an export of the pack's REDCap instrument.
+INPUT_FORMATS = (*FORMATS, "redcap")
 
 
 @dataclass
@@ -58,34 +64,57 @@ class BatchResult:
         return None
 
 
-def screen_batch(source: IO[bytes], writer: RowWriter, ruleset: Ruleset, *, input_format: str | None = None,
+class RowSink(Protocol):
+    """Where :func:`screen_batch` puts rows (a :class:`~screening.output.RowWriter`, or anything that
+    takes rows and blocks of rendered rows the same way)."""
+
+    def write(self, row: Mapping[str, Any]) -> None: ...
+
+    def write_block(self, data: bytes, count: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def screen_batch(source: IO[bytes], writer: RowSink, ruleset: Ruleset, *, input_format: str | None = None,
                  name: str | None = None, workers: int = 1, include_record: bool = False,
                  compare_with: Ruleset | None = None, check_duplicates: bool = True,
-                 progress: Callable[[int], object] | None = None, lang: str = "en") -> BatchResult:
+                 progress: Callable[[int], object] | None = None, lang: str = "en",
+                 log: Batch | None = None) -> BatchResult:
     """Screen every record of ``source`` into ``writer`` (which this closes), in input order.
 
     :param name: the input's file name, for format detection and so that ``workers > 1`` can read a
         JSON Lines file itself (in byte ranges) instead of through the main process.
     :param progress: called with the number of rows just written.
     :param lang: the language of the rows' reasons and warnings.
+    :param log: a screening-log batch every row is also added to, with the input it was screened from
+        (:meth:`screening.log.ScreeningLog.batch`); rows are written to ``writer`` first.
     :raises WorkerError: a worker process died; rows before the records in flight were written.
     :raises InputFormatError: the input cannot be read at all (unknown format, bad CSV header).
     """
     result = BatchResult()
+    if input_format == "redcap":  # an export of the pack's REDCap instrument: read with its dictionary
+        from .redcap import read_export
+
+        records: Any = read_export(source, ruleset, name=name)
+    else:
+        records = None
     options: dict[str, Any] = {"include_record": include_record, "compare_with": compare_with,
                                "check_duplicates": check_duplicates, "lang": lang}
     stream = None
     if workers > 1:
         from .scale import screen_blocks, screen_file_blocks, shardable
 
-        if name is not None and shardable(name, input_format):  # workers read the file's lines themselves
+        if name is not None and log is None and records is None and shardable(name, input_format):  # workers read the lines themselves
             blocks = screen_file_blocks(name, ruleset, workers=workers, **options)
         else:
-            stream = read_records(source, input_format, name=name, kinds=ruleset.record.kinds)
+            stream = records or read_records(source, input_format, name=name, kinds=ruleset.record.kinds)
             blocks = screen_blocks(stream, ruleset, workers=workers, **options)
         try:
             for block in blocks:
                 writer.write_block(block.text, block.count)
+                if log is not None and block.items is not None:
+                    for line, item in zip(block.text.split(b"\n"), block.items):
+                        log.add(orjson.loads(line), item.text, item.position)
                 result.rows += block.count
                 result.errors += block.errors
                 if progress is not None:
@@ -95,9 +124,17 @@ def screen_batch(source: IO[bytes], writer: RowWriter, ruleset: Ruleset, *, inpu
             if close is not None:
                 close()
     else:
-        stream = read_records(source, input_format, name=name, kinds=ruleset.record.kinds)
-        for row in screen_items(stream, ruleset, **options):
+        stream = records or read_records(source, input_format, name=name, kinds=ruleset.record.kinds)
+        current: list[Item] = []
+
+        def remembered(items: Iterable[Item]) -> Iterator[Item]:  # the item each row was screened from
+            for item in items:
+                current[:] = [item]
+                yield item
+        for row in screen_items(remembered(stream) if log is not None else stream, ruleset, **options):
             writer.write(row)
+            if log is not None:
+                log.add(row, current[0].text, current[0].position)
             result.rows += 1
             if row["decision"] == "error":
                 result.errors += 1

@@ -179,3 +179,33 @@ def ruleset_markdown(ruleset: Ruleset, lang: str = DEFAULT_LANG) -> str:
     if notes:
         out += ["---", "", "; ".join(f"{code}: {_md(note)}" for code, note in notes.items()), ""]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def packs_json() -> dict[str, Any]:
+    """Every shipped pack with its sets and their versions, oldest first (``rules --list --format json``)."""
+    from .protocol import available_packs, display_path
+
+    packs = [(pack, pack.versions()) for pack in available_packs()]
+    return {
+        "packs": [{"name": pack.name, "title": pack.title, "registration": pack.registration,
+                   "path": display_path(pack.path), "default_set": pack.default_set,
+                   "sets": [{"name": name, "versions": [v for v, _ in versions], "default": name == pack.default_set}
+                            for name, versions in sets.items()]}
+                  for pack, sets in packs],
+        "sets": [{"pack": pack.name, "name": name, "version": version, "spec": f"{pack.name}/{name}@{version}"}
+                 for pack, sets in packs for name, versions in sets.items() for version, _ in versions],
+    }
+
+
+def packs_text() -> str:
+    """The same as lines for people (``rules --list``)."""
+    from .protocol import available_packs, display_path
+
+    out = []
+    for pack in available_packs():
+        registration = f", {pack.registration}" if pack.registration else ""
+        out.append(f"{pack.name}: {pack.title}{registration} ({display_path(pack.path)})")
+        for name, versions in pack.versions().items():
+            default = " (default)" if name == pack.default_set else ""
+            out.append(f"  {name}: {', '.join(v for v, _ in versions)}{default}")
+    return "\n".join(visible(line) for line in out) + "\n"

@@ -92,6 +92,10 @@ class EngineError(ScreeningError):
     """The rules engine failed. Raised only by screening.engine, which translates durable_rules' errors."""
 
 
+class LogError(ScreeningError):
+    """The screening log cannot be opened, read or written (the message names it, never a record's contents)."""
+
+
 class WorkerError(ScreeningError):
     """A worker process died or failed while screening; the message names the records in flight."""
 

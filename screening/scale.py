@@ -107,6 +107,8 @@ class Block:
     text: bytes
     count: int
     errors: int
+    #: the chunk's input items, when the main process read them (not when workers read a file themselves)
+    items: list[Item] | None = None
 
     def rows(self) -> Iterator[RenderedRow]:
         for line in self.text.split(b"\n")[:self.count]:
@@ -358,7 +360,7 @@ class _Pipeline:
                     lines[i] = orjson.dumps(row)
         if lines is not None:
             text = b"\n".join(lines)
-        return Block(text, count, errors)
+        return Block(text, count, errors, items)
 
 
 def screen_blocks(items: Iterable[Item], ruleset: Ruleset, *, workers: int, include_record: bool = False,
@@ -496,3 +498,86 @@ def _terminate(processes: list[Any], results: Any) -> None:
             writer.close()
         except OSError:  # pragma: no cover
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# A warm pool for a long-running service
+
+
+class WarmPool:
+    """Worker processes kept by a long-running service (``nlc-screen serve``) for large batches.
+
+    Started once, from a ``forkserver`` process — never a fork of the server itself, whose threads
+    may hold locks and whose engine is already built — each worker loads the criteria set and builds
+    its own engine before the first batch, then screens chunks of it for every batch after. The rows
+    are those :func:`screening.screen.screen_items` gives for the same items (the duplicate check runs
+    here, in input order).
+    """
+
+    def __init__(self, ruleset: Ruleset, workers: int = 2) -> None:
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ValueError(f"workers is 1 … {MAX_WORKERS}")
+        self.ruleset = ruleset
+        self.workers = workers
+        spec = f"{ruleset.pack}/{ruleset.name}@{ruleset.version}" if ruleset.pack else ruleset.path
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"),
+                                         initializer=_init_warm, initargs=(spec, ruleset.sha256))
+        for future in [self._pool.submit(_warm) for _ in range(workers)]:
+            future.result()  # every worker up, its engine built
+        self._local: Any = None
+
+    def screen(self, items: list[Item], lang: str = "en") -> Iterator[dict[str, Any]]:
+        """One row per item, in order, as the workers finish their chunks (items the reader could not
+        read become error rows here)."""
+        from .screen import DuplicateCheck, Screener
+
+        size = max(200, -(-len(items) // (self.workers * 2)))
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
+        futures = [self._pool.submit(_screen_warm, [(it.position, it.text if it.error is None else None)
+                                                   for it in chunk], lang) for chunk in chunks]
+        dupes = DuplicateCheck()
+        for chunk, future in zip(chunks, futures):
+            lines = future.result().split(b"\n")
+            for item, line in zip(chunk, lines):
+                if item.error is not None:
+                    if self._local is None:
+                        self._local = Screener(self.ruleset, lang=lang)
+                    row = self._local.error(item.error, item.position)
+                else:
+                    row = orjson.loads(line)
+                yield dupes(row, item.position)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _init_warm(spec: str, sha256: str) -> None:
+    from .protocol import load_ruleset
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ruleset = load_ruleset(spec)
+    if ruleset.sha256 != sha256:  # the set changed on disk since the service loaded it
+        raise ScreeningError(f"criteria set {spec} changed since the service started; restart it")
+    _WORKER.clear()
+    _WORKER.update(ruleset=ruleset, screeners={})
+
+
+def _warm() -> bool:
+    _warm_screener("en")
+    return True
+
+
+def _warm_screener(lang: str) -> Any:
+    from .screen import Screener
+
+    screeners = _WORKER["screeners"]
+    if lang not in screeners:
+        screeners[lang] = Screener(_WORKER["ruleset"], lang=lang)
+    return screeners[lang]
+
+
+def _screen_warm(payload: list[tuple[str, str | None]], lang: str) -> bytes:
+    """Rows for (position, text) pairs, as JSON Lines (an empty line where the main process renders)."""
+    screener = _warm_screener(lang)
+    return b"\n".join(orjson.dumps(screener.item(Item(position, text))) if text is not None else b""
+                      for position, text in payload)

@@ -4,6 +4,7 @@ tests never create durable rulesets of their own except in tests/test_engine.py.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,32 @@ def condition_keys(ruleset: screening.Ruleset | None = None) -> list[str]:
 
 def as_text(record: dict[str, Any]) -> str:
     return json.dumps(record)
+
+
+#: The PostgreSQL server the log and API tests also run against: a URL such as
+#: postgresql://nlc@127.0.0.1/nlc_test (`.ci/run` starts one). Without it they run on SQLite only,
+#: and the PostgreSQL cases skip, saying why; under CI (CI=true) a missing server fails the run.
+PG_ENV = "NLC_SCREEN_TEST_PG"
+
+
+def _clean_postgres(url: str) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS entries, records, batches, alembic_version CASCADE")
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty screening log: a SQLite file, and (second) a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    url = os.environ.get(PG_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{PG_ENV} is not set: CI runs the log suite against a real PostgreSQL server")
+        pytest.skip(f"no PostgreSQL server: set {PG_ENV}=postgresql://USER@HOST/DB to run these cases on it")
+    _clean_postgres(url)
+    return url

@@ -51,13 +51,23 @@ def _alive(pid: int) -> bool:
 
 
 def _children(pid: int) -> list[int]:
+    """Live child processes, not counting multiprocessing's own helpers (the forkserver and resource
+    tracker that a test of the service's warm pool leaves for the rest of the session)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             stat = _stat(int(entry))
-            if stat is not None and stat[1] == pid and stat[0] not in ("Z", "X"):
+            if stat is not None and stat[1] == pid and stat[0] not in ("Z", "X") and not _helper(int(entry)):
                 found.append(int(entry))
     return found
+
+
+def _helper(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"multiprocessing.forkserver" in command or b"multiprocessing.resource_tracker" in command
 
 
 def _group(pgid: int) -> list[int]:

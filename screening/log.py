@@ -1,0 +1,613 @@
+"""The screening log: every decision kept, append-only, in SQLite (the default) or PostgreSQL.
+
+What coordinators count, follow up and defend. Each screened record adds one **entry** — the
+decision row, the pack and criteria set (name, version, sha256), the nlc-screen version, a SHA-256
+of the input text, the time, who screened it, and the batch id with the record's position in its
+input — and its input record goes to a table of its own (``records``), so that an erasure can clear
+the record without touching a count. Entries are never updated: a re-screen adds an entry, and a
+candidate's current decision is its latest (a candidate is its site and candidate_id).
+
+::
+
+    log = ScreeningLog()                       # the default file in the data directory
+    with log.batch(screener="nurse-7", source="intake.jsonl") as batch:
+        batch.add(row, text, position="line 1")
+    rows = log.current_rows(site="Chengdu-3")  # the current decision of every candidate
+
+The database is created, or upgraded, on first use with the Alembic migrations shipped in
+``screening/migrations``. SQLite runs in WAL mode with a busy timeout and takes its write lock at
+the start of a transaction, so concurrent writers wait instead of failing; PostgreSQL migrates
+under an advisory lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import queue
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from .errors import LogError
+
+#: The environment variable naming nlc-screen's data directory (the default log lives there).
+HOME_ENV = "NLC_SCREEN_HOME"
+#: The default log's file name, in the data directory.
+LOG_FILE = "screening-log.sqlite3"
+#: Seconds a SQLite writer waits for another's lock before giving up.
+BUSY_TIMEOUT_S = 60
+#: Entries written per transaction by :meth:`ScreeningLog.batch` (a crash loses at most the last ones
+#: not yet written; an HTTP batch is one transaction whatever its size).
+COMMIT_EVERY = 500
+
+metadata_ = MetaData()
+
+#: One input record, kept apart so that an erasure can clear ``body`` and leave the entry.
+records = Table(
+    "records", metadata_,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entry_id", String(36), ForeignKey("entries.entry_id"), nullable=False, unique=True),
+    Column("input_sha256", String(64)),
+    Column("body", Text),
+    Column("erased_at", DateTime(timezone=True)),
+)
+
+#: One screening decision. Never updated.
+entries = Table(
+    "entries", metadata_,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entry_id", String(36), nullable=False, unique=True),
+    Column("site", String(200), nullable=False),  # "" for none: part of the candidate's identity
+    Column("candidate_id", String(200), nullable=False),
+    Column("decision", String(20), nullable=False),
+    Column("category", String(100), nullable=False),
+    Column("subcategory", String(100)),
+    Column("primary_criterion", String(40)),
+    Column("screening_start", Date),
+    Column("row", Text, nullable=False),
+    Column("pack", String(100), nullable=False),
+    Column("set_name", String(100), nullable=False),
+    Column("set_version", String(40), nullable=False),
+    Column("set_sha256", String(64), nullable=False),
+    Column("tool_version", String(40), nullable=False),
+    Column("input_sha256", String(64)),
+    Column("screened_at", DateTime(timezone=True), nullable=False),
+    Column("screener", String(200), nullable=False),
+    Column("batch_id", String(36), nullable=False),
+    Column("position", String(100), nullable=False),
+)
+
+#: One run that appended entries: who, from what, with which nlc-screen.
+batches = Table(
+    "batches", metadata_,
+    Column("batch_id", String(36), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("screener", String(200), nullable=False),
+    Column("source", String(300), nullable=False),
+    Column("tool_version", String(40), nullable=False),
+)
+
+#: The columns an export line holds, in order (``record`` is the kept input, or null once erased).
+EXPORT_FIELDS = ("entry_id", "site", "candidate_id", "decision", "category", "subcategory", "primary_criterion",
+                 "screening_start", "pack", "set_name", "set_version", "set_sha256", "tool_version", "input_sha256",
+                 "screened_at", "screener", "batch_id", "position", "row", "record")
+
+
+def data_dir() -> Path:
+    """nlc-screen's data directory: ``$NLC_SCREEN_HOME``, else the platform's user data directory."""
+    home = os.environ.get(HOME_ENV)
+    if home:
+        return Path(home).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("nlc-screen", appauthor=False))
+
+
+def default_url() -> str:
+    """The default screening log: a SQLite file in the data directory."""
+    return f"sqlite:///{data_dir() / LOG_FILE}"
+
+
+def tool_version() -> str:
+    try:
+        return metadata.version("nlc-screen")
+    except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+        return "0+unknown"
+
+
+def shown_url(url: str) -> str:
+    """A log URL as messages may show it: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a database URL)"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _date(text: Any) -> dt.date | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+@dataclass
+class Entry:
+    """One row to log: the decision row, the input text it was screened from, and where it was."""
+
+    row: dict[str, Any]
+    text: str | None
+    position: str
+    screening_start: dt.date | None = None
+
+
+class ScreeningLog:
+    """A screening log at ``url`` (``None``: the default file, created on first use).
+
+    :raises LogError: the URL is not SQLite or PostgreSQL, or the database cannot be opened or upgraded.
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url: str = url or default_url()
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError:
+            raise LogError(f"not a database URL: {self.url[:60]!r} (sqlite:///FILE or postgresql://…)") from None
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S})
+            _sqlite_pragmas(self.engine)
+        elif backend == "postgresql":
+            if parsed.drivername == "postgresql":  # the pinned driver, psycopg 3
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            self.engine = create_engine(parsed, pool_pre_ping=True)
+        else:
+            raise LogError(f"the screening log is SQLite or PostgreSQL, not {backend!r}")
+        self.backend: str = backend
+        try:
+            migrate(self.engine)
+        except SQLAlchemyError as exc:
+            raise LogError(f"cannot open the screening log {shown_url(self.url)}: {_reason(exc)}") from None
+
+    @property
+    def shown(self) -> str:
+        """The log's URL without its password, for messages."""
+        return shown_url(self.url)
+
+    def close(self) -> None:
+        """Close the log's connections (a closed log opens new ones when used again)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> ScreeningLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def append(self, items: Iterable[Entry], *, screener: str, source: str, pack: str = "") -> str:
+        """Log ``items`` as one batch in one transaction; the batch id."""
+        with self.batch(screener=screener, source=source, pack=pack, commit_every=None) as batch:
+            for item in items:
+                batch.add(item.row, item.text, item.position, item.screening_start)
+        return batch.batch_id
+
+    @contextmanager
+    def batch(self, *, screener: str, source: str, pack: str = "",
+              commit_every: int | None = COMMIT_EVERY) -> Iterator[Batch]:
+        """A batch to add entries to (rows screened with a set of ``pack``); written every
+        ``commit_every`` entries (None: once, at the end, in one transaction)."""
+        batch = Batch(self, screener=screener, source=source, pack=pack, commit_every=commit_every)
+        try:
+            yield batch
+        except BaseException:
+            batch.abort()
+            raise
+        batch.close()
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _current_ids(self) -> Any:
+        return select(func.max(entries.c.id)).group_by(entries.c.site, entries.c.candidate_id)
+
+    def current_rows(self, *, site: str | None = None, since: dt.date | None = None,
+                     until: dt.date | None = None) -> Iterator[dict[str, Any]]:
+        """The current decision row of every candidate (its latest entry), oldest first; ``site``,
+        ``since`` and ``until`` (both included) filter on the site and the record's screening_start."""
+        query = select(entries.c.row).where(entries.c.id.in_(self._current_ids()))
+        if site is not None:
+            query = query.where(entries.c.site == site)
+        if since is not None:
+            query = query.where(entries.c.screening_start >= since)
+        if until is not None:
+            query = query.where(entries.c.screening_start <= until)
+        yield from (orjson.loads(text) for text in self._scalars(query.order_by(entries.c.id)))
+
+    def history(self, candidate_id: str, site: str | None) -> list[dict[str, Any]]:
+        """Every entry of one candidate, oldest first: when, who, with which set, and the row."""
+        query = (select(entries.c.screened_at, entries.c.screener, entries.c.batch_id, entries.c.position,
+                        entries.c.row)
+                 .where(entries.c.candidate_id == candidate_id, entries.c.site == (site or ""))
+                 .order_by(entries.c.id))
+        with self._read() as conn:
+            return [{"screened_at": _iso(r.screened_at), "screener": r.screener, "batch_id": r.batch_id,
+                     "position": r.position, "row": orjson.loads(r.row)} for r in conn.execute(query)]
+
+    def worklist(self, *, pending: Iterable[str], site: str | None = None) -> list[dict[str, Any]]:
+        """Candidates whose current decision is in a ``pending`` category (undetermined, or eligible
+        awaiting consent), by site, oldest screening_start first, with the fields still open."""
+        query = (select(entries.c.site, entries.c.candidate_id, entries.c.screening_start, entries.c.screened_at,
+                        entries.c.row)
+                 .where(entries.c.id.in_(self._current_ids()), entries.c.category.in_(list(pending)),
+                        entries.c.decision != "error"))
+        if site is not None:
+            query = query.where(entries.c.site == site)
+        query = query.order_by(entries.c.site, entries.c.screening_start, entries.c.candidate_id)
+        out = []
+        with self._read() as conn:
+            for r in conn.execute(query):
+                row = orjson.loads(r.row)
+                out.append({"site": r.site or None, "candidate_id": r.candidate_id,
+                            "screening_start": r.screening_start.isoformat() if r.screening_start else None,
+                            "decision": row["decision"], "category": row["category"],
+                            "primary_criterion": row.get("primary_criterion"), "ask_next": row.get("ask_next", []),
+                            "screened_at": _iso(r.screened_at)})
+        return out
+
+    def count(self) -> int:
+        return int(self._scalars(select(func.count()).select_from(entries))[0])
+
+    def export(self, write: Callable[[str], object]) -> int:
+        """Every entry as one JSON line (:data:`EXPORT_FIELDS`) given to ``write``, oldest first; how many."""
+        query = (select(*(entries.c[name] for name in EXPORT_FIELDS if name != "record"), records.c.body)
+                 .select_from(entries.outerjoin(records, entries.c.entry_id == records.c.entry_id))
+                 .order_by(entries.c.id))
+        written = 0
+        with self._read() as conn:
+            for r in conn.execute(query).mappings():
+                line = {name: r[name] for name in EXPORT_FIELDS if name not in ("record", "row")}
+                line["screening_start"] = r["screening_start"].isoformat() if r["screening_start"] else None
+                line["screened_at"] = _iso(r["screened_at"])
+                line["row"] = orjson.loads(r["row"])
+                line["record"] = r["body"]
+                write(orjson.dumps(line).decode() + "\n")
+                written += 1
+        return written
+
+    def import_(self, lines: Iterable[bytes], *, name: str = "input") -> tuple[int, int]:
+        """Entries exported from another log, in one transaction; (added, already there). An entry
+        already in this log (its ``entry_id``) is skipped, so importing twice adds nothing."""
+        added = skipped = 0
+        try:
+            with self.engine.begin() as conn:
+                seen_batches: set[str] = set()
+                for number, raw in enumerate(lines, 1):
+                    if not raw.strip():
+                        continue
+                    item = _export_line(raw, f"{name} line {number}")
+                    exists = conn.execute(select(entries.c.id).where(entries.c.entry_id == item["entry_id"])).first()
+                    if exists:
+                        skipped += 1
+                        continue
+                    if item["batch_id"] not in seen_batches:
+                        seen_batches.add(item["batch_id"])
+                        known = conn.execute(select(batches.c.batch_id).where(
+                            batches.c.batch_id == item["batch_id"])).first()
+                        if not known:
+                            conn.execute(insert(batches).values(
+                                batch_id=item["batch_id"], started_at=item["screened_at"], screener=item["screener"],
+                                source=f"imported from {name}"[:300], tool_version=item["tool_version"]))
+                    values = {k: item[k] for k in EXPORT_FIELDS if k not in ("record", "row")}
+                    conn.execute(insert(entries).values(**values, row=orjson.dumps(item["row"]).decode()))
+                    conn.execute(insert(records).values(entry_id=item["entry_id"], input_sha256=item["input_sha256"],
+                                                        body=item["record"]))
+                    added += 1
+        except SQLAlchemyError as exc:
+            raise LogError(f"cannot write to the screening log {shown_url(self.url or '')}: {_reason(exc)}") from None
+        return added, skipped
+
+    def _scalars(self, query: Any) -> list[Any]:
+        with self._read() as conn:
+            return list(conn.execute(query).scalars())
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise LogError(f"cannot read the screening log {shown_url(self.url or '')}: {_reason(exc)}") from None
+
+
+class Batch:
+    """Entries being added to a log as one batch (see :meth:`ScreeningLog.batch`).
+
+    Entries are written by a thread of the batch's own, in chunks, while the caller goes on screening
+    (the database's work runs outside Python's lock, so the two overlap). With ``commit_every`` the
+    writer commits each chunk; without, the whole batch is one transaction, committed by
+    :meth:`close` — or rolled back by :meth:`abort`, leaving nothing of it in the log.
+    """
+
+    #: Entries per chunk handed to the writer when the batch is one transaction.
+    CHUNK = 1000
+
+    def __init__(self, log: ScreeningLog, *, screener: str, source: str, pack: str, commit_every: int | None) -> None:
+        self.log = log
+        self.pack = pack
+        self.batch_id = str(uuid.uuid4())
+        self.screener = screener[:200]
+        self.source = source[:300]
+        self.commit_every = commit_every
+        self.version = tool_version()
+        self.pending: list[tuple[dict[str, Any], str | None, str, dt.date | None]] = []
+        self.written = 0
+        self._chunk = commit_every or self.CHUNK
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=4)  # back-pressure: a few chunks in flight
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def add(self, row: dict[str, Any], text: str | None, position: str, screening_start: dt.date | None = None) -> None:
+        """Log one row, screened from ``text`` (the input record's JSON text, None if unreadable).
+
+        :raises LogError: an earlier chunk could not be written."""
+        if screening_start is None and text is not None and row.get("decision") != "error":
+            screening_start = _screening_start(text)
+        self.pending.append((row, text, position, screening_start))
+        if len(self.pending) >= self._chunk:
+            self._send()
+
+    def _send(self) -> None:
+        self._check()
+        self._start()
+        chunk, self.pending = self.pending, []
+        self._queue.put(chunk)
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._write, name=f"log-batch-{self.batch_id[:8]}", daemon=True)
+            self._thread.start()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            error = self._error
+            raise LogError(f"cannot write to the screening log {self.log.shown}: "
+                           f"{_reason(error) if isinstance(error, SQLAlchemyError) else type(error).__name__}")
+
+    def close(self) -> None:
+        """Write what is pending, wait for the writer, commit. Also when nothing was added: the batch is
+        recorded. :raises LogError: a chunk could not be written (a one-transaction batch leaves nothing)."""
+        self._start()
+        if self._error is None:
+            chunk, self.pending = self.pending, []
+            self._queue.put(chunk)
+        self._queue.put(_COMMIT)
+        assert self._thread is not None
+        self._thread.join()
+        self._check()
+
+    def abort(self) -> None:
+        """Stop: roll back what is not committed (all of a one-transaction batch)."""
+        self.pending.clear()
+        if self._thread is not None:
+            self._queue.put(_ROLLBACK)
+            self._thread.join()
+
+    def _write(self) -> None:
+        """The writer thread: chunks from the queue into the database until told to commit or roll back."""
+        conn: Connection | None = None
+        transaction: Any = None
+        try:
+            conn = self.log.engine.connect()
+            first = True
+            while True:
+                chunk = self._queue.get()
+                if chunk is _COMMIT or chunk is _ROLLBACK:
+                    if transaction is not None:
+                        (transaction.commit if chunk is _COMMIT else transaction.rollback)()
+                    return
+                if transaction is None:
+                    transaction = conn.begin()
+                self._insert(conn, chunk, first)
+                first = False
+                if self.commit_every is not None:
+                    transaction.commit()
+                    transaction = None
+                self.written += len(chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            self._error = exc
+            while self._queue.get() not in (_COMMIT, _ROLLBACK):  # let the caller finish putting
+                pass
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _insert(self, conn: Connection, chunk: list[tuple[dict[str, Any], str | None, str, dt.date | None]],
+                first: bool) -> None:
+        now = _now()
+        if first:
+            conn.execute(insert(batches).values(batch_id=self.batch_id, started_at=now, screener=self.screener,
+                                                source=self.source, tool_version=self.version))
+        if not chunk:
+            return
+        entry_rows, record_rows = [], []
+        for row, text, position, start in chunk:
+            stamp = row.get("ruleset") or {}
+            digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() if text is not None else None
+            entry_id = str(uuid.uuid4())
+            entry_rows.append({
+                "entry_id": entry_id, "site": (row.get("site") or "")[:200],
+                "candidate_id": str(row.get("candidate_id"))[:200], "decision": row["decision"],
+                "category": row["category"], "subcategory": row.get("subcategory"),
+                "primary_criterion": row.get("primary_criterion"), "screening_start": start,
+                "row": orjson.dumps(row).decode(), "pack": self.pack, "set_name": stamp.get("name", ""),
+                "set_version": stamp.get("version", ""), "set_sha256": stamp.get("sha256", ""),
+                "tool_version": self.version, "input_sha256": digest, "screened_at": now,
+                "screener": self.screener, "batch_id": self.batch_id, "position": position[:100]})
+            record_rows.append({"entry_id": entry_id, "input_sha256": digest, "body": text})
+        _insert_many(conn, entries, entry_rows, dates=("screening_start",), times=("screened_at",))
+        _insert_many(conn, records, record_rows)
+
+
+_COMMIT, _ROLLBACK = object(), object()
+
+
+def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]], *,
+                 dates: tuple[str, ...] = (), times: tuple[str, ...] = ()) -> None:
+    """``INSERT`` many rows through the driver's own executemany, without SQLAlchemy's per-row
+    parameter processing (a third of a 10,000-row batch's log time). SQLite gets dates and times as
+    the text SQLAlchemy itself stores (``YYYY-MM-DD``, ``YYYY-MM-DD HH:MM:SS.ffffff``, UTC)."""
+    names = list(rows[0])
+    sqlite = conn.dialect.name == "sqlite"
+    marks = ", ".join(f":{n}" if sqlite else f"%({n})s" for n in names)
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})"
+    if sqlite:  # the columns named dates and times, as SQLAlchemy's SQLite types store them
+        shown: dict[Any, str] = {}
+        for row in rows:
+            for key in dates:
+                if row[key] is not None:
+                    row[key] = row[key].isoformat()
+            for key in times:
+                value = row[key]
+                if value not in shown:
+                    shown[value] = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+                row[key] = shown[value]
+    conn.exec_driver_sql(sql, rows)
+
+
+_START = re.compile(r'"screening_start"\s*:\s*"(\d{4}-\d{2}-\d{2})"')
+
+
+def _screening_start(text: str) -> dt.date | None:
+    """The record's screening_start (the date audits filter on): found in the text (a record that was
+    screened has exactly one, at its top level), else read from the parsed JSON."""
+    found = _START.search(text)
+    if found is not None:
+        return _date(found.group(1))
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return _date(data.get("screening_start")) if isinstance(data, dict) else None
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite gives back naive datetimes: they were written in UTC
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.isoformat()
+
+
+def _export_line(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        item = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise LogError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(item, dict) or set(item) != set(EXPORT_FIELDS):
+        missing = sorted(set(EXPORT_FIELDS) - set(item)) if isinstance(item, dict) else []
+        raise LogError(f"{where}: not an exported log entry (missing: {', '.join(missing) or 'the fields'})")
+    when = item["screened_at"]
+    try:
+        item["screened_at"] = dt.datetime.fromisoformat(when) if isinstance(when, str) else None
+    except ValueError:
+        item["screened_at"] = None
+    if item["screened_at"] is None or not isinstance(item["row"], dict) or not isinstance(item["entry_id"], str):
+        raise LogError(f"{where}: screened_at, row or entry_id is not what an export writes")
+    item["screening_start"] = _date(item["screening_start"])
+    return item
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """A database error in one line, without SQL or parameters (they may hold record contents)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    """WAL, a busy timeout, foreign keys; the write lock taken at BEGIN (no deadlock on upgrade)."""
+
+    @event.listens_for(engine, "connect")
+    def connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own BEGIN off: ours below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# -- migrations -----------------------------------------------------------------------------------
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Create the log's tables, or upgrade them, to ``revision`` (one writer at a time)."""
+    from alembic import command
+
+    for attempt in range(5):
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7423901)")  # nlc-screen's migration lock
+                command.upgrade(alembic_config(conn), revision)
+            return
+        except OperationalError:
+            if attempt == 4:
+                raise
+
+
+def revision(engine: Engine) -> str | None:
+    """The log's current migration revision (None for an empty database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
