@@ -1,0 +1,553 @@
+"""REDCap: the screening instrument as a data dictionary, and that instrument's exports read as records.
+
+The instrument is generated from the pack's record (``fields.yaml``: types, labels, questions in
+English and Chinese, required fields) and its ``redcap.yaml`` (variable names, list slots, repeating
+instruments, branching, choice labels). :func:`dictionary_rows` gives REDCap's data dictionary (the
+18 columns of its CSV, in its order); :func:`read_export` reads a data export of that instrument —
+raw or labels (English or Chinese), with REDCap's missing-data codes as unknown and the rows of a
+repeating instrument joined to their record — as one :class:`~screening.io.Item` per record, which
+is then screened like any other input.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from .errors import CandidateRecordError, FieldProblem, RuleDefinitionError
+from .fields import FieldSpec, RecordSpec
+from .i18n import DEFAULT_LANG, LANGUAGES
+from .io import Item
+from .protocol import Ruleset, read_yaml_file
+
+#: REDCap's data dictionary columns, in the order its import expects.
+DICTIONARY_HEADER = (
+    "Variable / Field Name", "Form Name", "Section Header", "Field Type", "Field Label",
+    "Choices, Calculations, OR Slider Labels", "Field Note", "Text Validation Type OR Show Slider Number",
+    "Text Validation Min", "Text Validation Max", "Identifier?", "Branching Logic (Show field only if...)",
+    "Required Field?", "Custom Alignment", "Question Number (surveys only)", "Matrix Group Name",
+    "Matrix Ranking?", "Field Annotation",
+)
+#: A variable or form name REDCap accepts: lowercase letters, digits, underscores, starting with a letter.
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: The longest variable name REDCap takes without warning.
+MAX_NAME = 26
+#: REDCap's missing-data codes (Project Setup → Additional customizations): all read as unknown.
+MISSING_CODES = frozenset({"NI", "INV", "UNK", "NASK", "ASKU", "NAV", "MSK", "NA", "NAVU", "NP", "QS", "QI", "TRC",
+                           "UNC", "DER", "PINF", "NINF", "OTH"})
+#: The export's own columns (raw name, label) that are not fields of the instrument.
+REPEAT_INSTRUMENT = ("redcap_repeat_instrument", "Repeat Instrument")
+REPEAT_INSTANCE = ("redcap_repeat_instance", "Repeat Instance")
+_YES = {"1", "yes", "true", "是"}
+_NO = {"0", "no", "false", "否"}
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One REDCap variable: the record field it holds (path; ``slot`` n of a slotted list)."""
+
+    name: str
+    path: str
+    spec: FieldSpec
+    form: str
+    slot: int | None = None
+    list_path: str | None = None
+    repeating: bool = False
+
+
+@dataclass
+class Instrument:
+    """A pack's REDCap instrument: its variables in order, and how lists are kept."""
+
+    record: RecordSpec
+    form: str
+    variables: list[Variable] = field(default_factory=list)
+    slots: dict[str, tuple[int, str]] = field(default_factory=dict)
+    repeating: dict[str, str] = field(default_factory=dict)
+    show_if: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    choices: dict[str, dict[str, str]] = field(default_factory=dict)
+    identifiers: frozenset[str] = frozenset()
+    names: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def variable(self, path: str) -> str:
+        return self.names.get(path, path)
+
+
+def load_instrument(ruleset: Ruleset) -> Instrument:
+    """The pack's ``redcap.yaml`` over its record, checked: every name valid and used once, every path
+    a field of the record. :raises RuleDefinitionError: naming the file and key."""
+    if ruleset.pack_dir is None:
+        raise RuleDefinitionError("the criteria set belongs to no pack, so it has no REDCap instrument",
+                                  file=ruleset.path)
+    path = ruleset.pack_dir / "redcap.yaml"
+    shown = f"{ruleset.pack_dir.name}/redcap.yaml"
+    if not path.exists():
+        raise RuleDefinitionError(f"pack {ruleset.pack} has no REDCap instrument (redcap.yaml)", file=shown)
+    data = read_yaml_file(path, display=shown)
+
+    def fail(message: str, key: str) -> RuleDefinitionError:
+        return RuleDefinitionError(message, file=shown, field=key)
+    if not isinstance(data, dict):
+        raise fail("must be a mapping", "")
+    unknown = set(data) - {"form", "slots", "repeating", "names", "show_if", "choices", "identifiers", "labels"}
+    if unknown:
+        raise fail("unknown key", sorted(unknown)[0])
+    record = ruleset.record
+    form = data.get("form")
+    if not isinstance(form, str) or not NAME.match(form):
+        raise fail("a form name is lowercase letters, digits and _, starting with a letter", "form")
+    names = _mapping(data.get("names"), "names", fail)
+    for key, name in names.items():
+        if record.get(key, through_lists=True) is None:
+            raise fail(f"{key!r} is no field of the record", f"names.{key}")
+        if not isinstance(name, str) or not NAME.match(name) or len(name) > MAX_NAME:
+            raise fail(f"a variable is lowercase letters, digits and _, starting with a letter, at most {MAX_NAME} "
+                       f"characters", f"names.{key}")
+    instrument = Instrument(record=record, form=form, names=dict(names))
+    for key, raw in _mapping(data.get("slots"), "slots", fail).items():
+        spec = record.get(key)
+        if spec is None or spec.type != "list" or not isinstance(raw, dict) or \
+                not isinstance(raw.get("slots"), int) or not 1 <= raw["slots"] <= 100 or \
+                not isinstance(raw.get("prefix"), str) or not NAME.match(raw["prefix"]):
+            raise fail("a list field of the record: {slots: 1 … 100, prefix: a name}", f"slots.{key}")
+        instrument.slots[key] = (raw["slots"], raw["prefix"])
+    for key, raw in _mapping(data.get("repeating"), "repeating", fail).items():
+        spec = record.get(key)
+        if spec is None or spec.type != "list" or not isinstance(raw, dict) or \
+                not isinstance(raw.get("form"), str) or not NAME.match(raw["form"]) or raw["form"] == form:
+            raise fail("a list field of the record: {form: a form name of its own}", f"repeating.{key}")
+        instrument.repeating[key] = raw["form"]
+    for key, raw in _mapping(data.get("show_if"), "show_if", fail).items():
+        if record.get(key) is None or not isinstance(raw, dict) or len(raw) != 1:
+            raise fail("a field of the record: {other field: [values]}", f"show_if.{key}")
+        (other, values), = raw.items()
+        other_spec = record.get(other)
+        if other_spec is None or not isinstance(values, list) or \
+                not all(isinstance(v, str) and v in other_spec.values for v in values):
+            raise fail(f"{other!r} must be an enum field of the record and the values some of its values",
+                       f"show_if.{key}")
+        instrument.show_if[key] = (other, tuple(values))
+    for value, labels in _mapping(data.get("choices"), "choices", fail).items():
+        if not isinstance(labels, dict) or set(labels) != set(LANGUAGES) or \
+                not all(isinstance(t, str) and t.strip() for t in labels.values()):
+            raise fail(f"a value's labels: {{{', '.join(LANGUAGES)}}}", f"choices.{value}")
+        instrument.choices[str(value)] = dict(labels)
+    identifiers = data.get("identifiers") or []
+    if not isinstance(identifiers, list) or not all(isinstance(i, str) and record.get(i) for i in identifiers):
+        raise fail("a list of fields of the record", "identifiers")
+    instrument.identifiers = frozenset(identifiers)
+    for key, texts in _mapping(data.get("labels"), "labels", fail).items():
+        if record.get(key, through_lists=True) is None or not isinstance(texts, dict) or \
+                set(texts) != set(LANGUAGES) or not all(isinstance(t, str) and t.strip() for t in texts.values()):
+            raise fail(f"a field of the record: {{{', '.join(LANGUAGES)}}}", f"labels.{key}")
+        instrument.labels[key] = dict(texts)
+    _variables(instrument, fail)
+    return instrument
+
+
+def _mapping(raw: Any, key: str, fail: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise fail("must be a mapping", key)
+    return raw
+
+
+def _variables(instrument: Instrument, fail: Any) -> None:
+    """Every leaf field of the record as variables, in the record's order (slots numbered); a repeating
+    instrument's after the main form's (REDCap keeps each form's fields together)."""
+    seen: dict[str, str] = {}
+    later: list[Variable] = []
+
+    def add(var: Variable) -> None:
+        if var.name in seen:
+            raise fail(f"variable {var.name!r} is used for {seen[var.name]} and {var.path}", "names")
+        if not NAME.match(var.name) or len(var.name) > MAX_NAME:
+            raise fail(f"{var.path} needs a variable name (lowercase, at most {MAX_NAME} characters)",
+                       f"names.{var.path}")
+        seen[var.name] = var.path
+        instrument.variables.append(var)
+
+    def visit(spec: FieldSpec) -> None:
+        for child in spec.fields.values():
+            if child.type == "object":
+                visit(child)
+            elif child.type == "list":
+                assert child.items is not None
+                items = list(child.items.fields.values())
+                if child.path in instrument.slots:
+                    count, prefix = instrument.slots[child.path]
+                    for n in range(1, count + 1):
+                        for item in items:
+                            add(Variable(f"{prefix}{n}_{instrument.variable(item.path)}", item.path, item,
+                                         instrument.form, slot=n, list_path=child.path))
+                elif child.path in instrument.repeating:
+                    later.extend(Variable(instrument.variable(item.path), item.path, item,
+                                          instrument.repeating[child.path], list_path=child.path, repeating=True)
+                                 for item in items)
+                else:
+                    raise fail(f"list {child.path} needs slots or a repeating instrument", "slots")
+            else:
+                if "." in child.path and child.path not in instrument.names:
+                    raise fail(f"{child.path} needs a variable name", "names")
+                add(Variable(instrument.variable(child.path), child.path, child, instrument.form))
+    visit(instrument.record.root)
+    for var in later:
+        add(var)
+    first = instrument.variables[0] if instrument.variables else None
+    if first is None or not first.spec.required or first.spec.type != "id":
+        raise fail("the record's first field must be its required id (REDCap's record id)", "names")
+
+
+# ---------------------------------------------------------------------------------------------
+# The data dictionary
+
+
+def _label(spec: FieldSpec, lang: str, instrument: Instrument | None = None) -> str:
+    """A field's text on the form: its question, else its label, in ``lang``."""
+    own = instrument.labels.get(spec.path, {}) if instrument is not None else {}
+    return spec.question.get(lang) or spec.labels.get(lang) or own.get(lang) or spec.label or spec.name
+
+
+def _choice(instrument: Instrument, value: str, lang: str) -> str:
+    labels = instrument.choices.get(value)
+    return labels.get(lang, labels[DEFAULT_LANG]) if labels else value.replace("_", " ").capitalize()
+
+
+def _validation(spec: FieldSpec) -> tuple[str, str, str]:
+    if spec.type == "date":
+        return "date_ymd", "", ""
+    if spec.type in ("int", "number"):
+        low = "" if spec.minimum is None else _num(spec.minimum)
+        high = "" if spec.maximum is None else _num(spec.maximum)
+        return ("integer" if spec.type == "int" else "number"), low, high
+    return "", "", ""
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def dictionary_rows(ruleset: Ruleset, lang: str = DEFAULT_LANG) -> list[list[str]]:
+    """REDCap's data dictionary for the pack's screening instrument: a header and one row a variable."""
+    instrument = load_instrument(ruleset)
+    sections = _sections(ruleset, instrument, lang)
+    rows = [list(DICTIONARY_HEADER)]
+    for var in instrument.variables:
+        spec = var.spec
+        kind, choices = "text", ""
+        if spec.type == "enum":
+            kind = "radio"
+            choices = " | ".join(f"{v}, {_choice(instrument, v, lang)}" for v in spec.values)
+        elif spec.type == "bool":
+            kind = "yesno"
+        validation, low, high = _validation(spec)
+        label = _label(spec, lang, instrument)
+        if var.slot is not None:
+            label = f"{var.slot}. {label}"
+        branching = _branching(instrument, var)
+        note = spec.help if lang == DEFAULT_LANG else ""
+        rows.append([var.name, var.form, sections.get(var.name, ""), kind, label, choices, note, validation, low,
+                     high, "y" if var.path in instrument.identifiers else "", branching,
+                     "y" if spec.required and var.slot is None and not var.repeating else "", "", "", "", "", ""])
+    return rows
+
+
+def _sections(ruleset: Ruleset, instrument: Instrument, lang: str) -> dict[str, str]:
+    """A section header before the first variable of each top-level group of the record, naming the
+    criteria that ask about it (``Age — I1``, ``Conditions — E1, E2, …``)."""
+    asks: dict[str, list[str]] = {}
+    for crit in ruleset.ordered:
+        for path in (*crit.ask, *(a for r in crit.rules for a in r.ask)):
+            if not path.startswith("@"):
+                top = path.split(".")[0]
+                if crit.id not in asks.setdefault(top, []):
+                    asks[top].append(crit.id)
+    headers: dict[str, str] = {}
+    done: set[str] = set()
+    for var in instrument.variables:
+        top = var.path.split(".")[0]
+        if top in done or top not in asks:
+            continue
+        done.add(top)
+        spec = instrument.record.get(top)
+        title = _label(spec, lang, instrument) if spec is not None and not spec.question else \
+            (instrument.labels.get(top, {}).get(lang) or (spec.labels.get(lang) if spec else None) or top)
+        headers[var.name] = f"{title} — {', '.join(asks[top])}"
+    return headers
+
+
+def _branching(instrument: Instrument, var: Variable) -> str:
+    parts = []
+    if var.path in instrument.show_if:
+        other, values = instrument.show_if[var.path]
+        name = instrument.variable(other)
+        parts.append(" or ".join(f"[{name}] = '{v}'" for v in values))
+    if var.slot is not None and var.list_path is not None:
+        count, prefix = instrument.slots[var.list_path]
+        first_item = next(v for v in instrument.variables if v.list_path == var.list_path and v.slot == var.slot)
+        if var is not first_item:  # the slot's other fields, once its first is filled
+            parts.append(f"[{first_item.name}] <> ''")
+        elif var.slot > 1:  # a slot, once the one before it is filled
+            previous = f"{prefix}{var.slot - 1}_{instrument.variable(first_item.path)}"
+            parts.append(f"[{previous}] <> ''")
+    return " and ".join(f"({p})" if " or " in p and len(parts) > 1 else p for p in parts)
+
+
+def write_dictionary(out: IO[str], ruleset: Ruleset, lang: str = DEFAULT_LANG) -> int:
+    """The data dictionary as REDCap's CSV (every cell quoted as needed, CRLF line ends); how many variables."""
+    rows = dictionary_rows(ruleset, lang)
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerows(rows)
+    return len(rows) - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading an export
+
+
+def read_export(stream: IO[bytes] | IO[str], ruleset: Ruleset, *, name: str | None = None) -> Iterator[Item]:
+    """One item per record of a REDCap export of the pack's instrument (raw or labels, in English or
+    Chinese): the main row joined with its repeating-instrument rows and slots. An empty cell and a
+    missing-data code (``UNK``, ``NASK``, ``NA``, …) are unknown. A row that cannot be joined is an
+    error item naming its line."""
+    instrument = load_instrument(ruleset)
+    text = stream.read()
+    if isinstance(text, bytes):
+        text = text.decode("utf-8-sig", "replace")
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    header = next(reader, None)
+    if header is None:
+        return
+    by_label = _header_names(instrument)
+    columns: list[str | None] = []
+    for cell in header:
+        cell = cell.strip()
+        columns.append(by_label.get(cell) or by_label.get(cell.lower()))
+    labels = _value_names(instrument)
+    records: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    problems: dict[str, list[FieldProblem]] = {}
+    lines: dict[str, int] = {}
+    id_var = instrument.variables[0].name
+    for line, cells in enumerate(reader, start=2):
+        if not any(c.strip() for c in cells):
+            continue
+        values = {col: cell.strip() for col, cell in zip(columns, cells) if col is not None}
+        record_id = values.get(id_var, "")
+        if not record_id:
+            yield Item(f"line {line}", error=CandidateRecordError(
+                [FieldProblem(id_var, "the record id is empty")], position=f"line {line}"))
+            continue
+        repeat = values.get("__repeat_instrument", "")
+        if record_id not in records:
+            records[record_id] = {}
+            order.append(record_id)
+            lines[record_id] = line
+        record = records[record_id]
+        bad = problems.setdefault(record_id, [])
+        if repeat:
+            form = _form_of(instrument, repeat)
+            if form is None:
+                bad.append(FieldProblem("redcap_repeat_instrument", f"line {line}: not a repeating instrument of "
+                                                                    f"this project"))
+                continue
+            entry = _fill(instrument, values, labels, repeating_form=form)
+            list_path = next(p for p, f in instrument.repeating.items() if f == form)
+            if entry:
+                instance = values.get("__repeat_instance", "")
+                _put(record, list_path, None, append=(int(instance) if instance.isdigit() else 0, entry))
+        else:
+            record.update(_fill(instrument, values, labels, repeating_form=None))
+            record.setdefault(instrument.variables[0].path, record_id)
+    for record_id in order:
+        position = f"line {lines[record_id]}"
+        bad = problems.get(record_id) or []
+        if bad:
+            yield Item(position, error=CandidateRecordError(bad, position=position, candidate_id=record_id))
+            continue
+        record = records[record_id]
+        if instrument.variables[0].path not in record:
+            yield Item(position, error=CandidateRecordError(
+                [FieldProblem("", f"record {record_id} has repeating rows but no main row")], position=position,
+                candidate_id=record_id))
+            continue
+        for list_path in instrument.repeating:  # instances in their order, numbers dropped
+            entries = _get(record, list_path)
+            if entries is not None:
+                _put(record, list_path, [entry for _, entry in sorted(entries, key=lambda e: e[0])])
+        yield Item(position, orjson.dumps(record).decode())
+    del name  # the position names the line; the caller's name is for messages of the reader
+
+
+def _header_names(instrument: Instrument) -> dict[str, str]:
+    """Export column (variable name, or field label in any language) -> variable name."""
+    out: dict[str, str] = {}
+    for var in instrument.variables:
+        out[var.name] = var.name
+        for lang in LANGUAGES:
+            label = _label(var.spec, lang, instrument)
+            if var.slot is not None:
+                label = f"{var.slot}. {label}"
+            out.setdefault(label, var.name)
+            out.setdefault(label.lower(), var.name)
+    for raw, label in (REPEAT_INSTRUMENT, REPEAT_INSTANCE):
+        key = "__repeat_instrument" if raw == REPEAT_INSTRUMENT[0] else "__repeat_instance"
+        out[raw] = out[label] = out[label.lower()] = key
+    return out
+
+
+def _value_names(instrument: Instrument) -> dict[str, str]:
+    """A choice's label (any language, any case) -> its code."""
+    out: dict[str, str] = {}
+    for var in instrument.variables:
+        for value in var.spec.values:
+            out[value.lower()] = value
+            for lang in LANGUAGES:
+                out.setdefault(_choice(instrument, value, lang).lower(), value)
+    return out
+
+
+def _form_of(instrument: Instrument, shown: str) -> str | None:
+    for form in instrument.repeating.values():
+        if shown in (form, form.replace("_", " ").capitalize()) or shown.lower().replace(" ", "_") == form:
+            return form
+    return None
+
+
+def _fill(instrument: Instrument, values: dict[str, str], labels: dict[str, str], *,
+          repeating_form: str | None) -> dict[str, Any]:
+    """The record fields (nested) one export row gives, or for a repeating row its list entry."""
+    out: dict[str, Any] = {}
+    slots: dict[tuple[str, int], dict[str, Any]] = {}
+    for var in instrument.variables:
+        if (var.repeating and var.form != repeating_form) or (repeating_form is not None and not var.repeating):
+            continue
+        raw = values.get(var.name, "")
+        if raw == "" or raw.upper() in MISSING_CODES:
+            continue  # unknown
+        value = _value(var.spec, raw, labels)
+        if var.repeating:
+            out[var.path.rsplit(".", 1)[1]] = value
+        elif var.slot is not None and var.list_path is not None:
+            slots.setdefault((var.list_path, var.slot), {})[var.path.rsplit(".", 1)[1]] = value
+        else:
+            _put(out, var.path, value)
+    for (list_path, _), entry in sorted(slots.items(), key=lambda s: s[0][1]):
+        current = _get(out, list_path)
+        _put(out, list_path, (current or []) + [entry])
+    for list_path in instrument.slots:  # slots left empty in an object that was filled in: none, not unknown
+        parent = list_path.rsplit(".", 1)[0] if "." in list_path else None
+        if parent is not None and _get(out, parent) is not None and _get(out, list_path) is None:
+            _put(out, list_path, [])
+    return out
+
+
+def _value(spec: FieldSpec, raw: str, labels: dict[str, str]) -> Any:
+    """A cell as the record's JSON holds it; what cannot be read is kept as text, so that the record's
+    validation names the field."""
+    if spec.type == "bool":
+        low = raw.lower()
+        return True if low in _YES else False if low in _NO else raw
+    if spec.type == "enum":
+        return labels.get(raw.lower(), raw)
+    if spec.type == "int":
+        return int(raw) if re.fullmatch(r"-?\d{1,18}", raw) else raw
+    if spec.type == "number":
+        try:
+            return float(raw) if not re.fullmatch(r"-?\d{1,18}", raw) else int(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _put(record: dict[str, Any], path: str, value: Any, *, append: tuple[int, dict[str, Any]] | None = None) -> None:
+    parts = path.split(".")
+    node = record
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    if append is not None:
+        node.setdefault(parts[-1], []).append(append)
+    else:
+        node[parts[-1]] = value
+
+
+def _get(record: dict[str, Any], path: str) -> Any:
+    node: Any = record
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def export_row_cells(instrument: Instrument, record: dict[str, Any], *, labels: bool = False,
+                     lang: str = DEFAULT_LANG) -> tuple[list[str], list[list[str]]]:
+    """A record as the rows a REDCap export of the instrument holds: (main row, repeating rows), each
+    in :func:`export_header` order. For tests and examples (REDCap itself writes real exports)."""
+    header = export_header(instrument, labels=labels, lang=lang)
+    main = ["" for _ in header]
+    repeats: list[list[str]] = []
+    index = {name: i for i, name in enumerate(export_header(instrument))}
+
+    def shown(spec: FieldSpec, value: Any) -> str:
+        if spec.type == "bool":
+            return ("Yes" if value else "No") if labels else ("1" if value else "0")
+        if spec.type == "enum" and labels:
+            return _choice(instrument, str(value), lang)
+        return str(value)
+    for var in instrument.variables:
+        if var.repeating or var.slot is not None:
+            continue
+        value = _get(record, var.path)
+        if value is not None:
+            main[index[var.name]] = shown(var.spec, value)
+    for var in instrument.variables:
+        if var.slot is not None and var.list_path is not None:
+            entries = _get(record, var.list_path) or []
+            if var.slot <= len(entries):
+                value = entries[var.slot - 1].get(var.path.rsplit(".", 1)[1])
+                if value is not None:
+                    main[index[var.name]] = shown(var.spec, value)
+    for list_path, form in instrument.repeating.items():
+        for n, entry in enumerate(_get(record, list_path) or [], start=1):
+            row = ["" for _ in header]
+            row[0] = main[0]
+            row[index["redcap_repeat_instrument"]] = form.replace("_", " ").capitalize() if labels else form
+            row[index["redcap_repeat_instance"]] = str(n)
+            for var in instrument.variables:
+                if var.repeating and var.list_path == list_path:
+                    value = entry.get(var.path.rsplit(".", 1)[1])
+                    if value is not None:
+                        row[index[var.name]] = shown(var.spec, value)
+            repeats.append(row)
+    return main, repeats
+
+
+def export_header(instrument: Instrument, *, labels: bool = False, lang: str = DEFAULT_LANG) -> list[str]:
+    """The columns of an export of the instrument, as REDCap orders them (the record id, the repeat
+    columns when there is a repeating instrument, then every variable)."""
+    names = [instrument.variables[0].name]
+    if instrument.repeating:
+        names += [REPEAT_INSTRUMENT[0], REPEAT_INSTANCE[0]]
+    names += [v.name for v in instrument.variables[1:]]
+    if not labels:
+        return names
+    by_name = {v.name: v for v in instrument.variables}
+    out = []
+    for name in names:
+        var = by_name.get(name)
+        if var is None:
+            out.append(REPEAT_INSTRUMENT[1] if name == REPEAT_INSTRUMENT[0] else REPEAT_INSTANCE[1])
+        else:
+            label = _label(var.spec, lang, instrument)
+            out.append(f"{var.slot}. {label}" if var.slot is not None else label)
+    return out
+
