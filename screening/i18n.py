@@ -135,6 +135,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "audit_compared_diff": {"en": "Compared with {title}: {n} difference(s)", "zh": "与 {title} 比较：{n} 处不一致"},
     "audit_diff": {"en": "{box}: expected {want}, got {got}", "zh": "{box}：应为 {want}，实为 {got}"},
     "audit_compared_ok": {"en": "Compared with {title}: all {n} counts match", "zh": "与 {title} 比较：全部 {n} 项计数一致"},
+    # the REDCap instrument
+    "redcap_night": {"en": "Night {n} of the diary (D0 + {d}): cramp episodes", "zh": "日记第 {n} 晚（D0 + {d}）：抽筋次数"},
     # statuses of a criterion, as the text report shows them
     "met": {"en": "met", "zh": "满足"},
     "not_met": {"en": "not_met", "zh": "不满足"},

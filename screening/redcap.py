@@ -1,7 +1,7 @@
 """REDCap: the screening instrument as a data dictionary, and that instrument's exports read as records.
 
 The instrument is generated from the pack's record (``fields.yaml``: types, labels, questions in
-English and Chinese, required fields) and its ``redcap.yaml`` (variable names, list slots, repeating
+English and Chinese, required fields) and its ``redcap.yaml`` (variable names, lists counted per night, repeating
 instruments, branching, choice labels). :func:`dictionary_rows` gives REDCap's data dictionary (the
 18 columns of its CSV, in its order); :func:`read_export` reads a data export of that instrument —
 raw or labels (English or Chinese), with REDCap's missing-data codes as unknown and the rows of a
@@ -12,6 +12,7 @@ is then screened like any other input.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import orjson
 
 from .errors import CandidateRecordError, FieldProblem, RuleDefinitionError
 from .fields import FieldSpec, RecordSpec
-from .i18n import DEFAULT_LANG, LANGUAGES
+from .i18n import DEFAULT_LANG, LANGUAGES, message
 from .io import Item
 from .protocol import Ruleset, read_yaml_file
 
@@ -50,15 +51,29 @@ _NO = {"0", "no", "false", "否"}
 
 @dataclass(frozen=True)
 class Variable:
-    """One REDCap variable: the record field it holds (path; ``slot`` n of a slotted list)."""
+    """One REDCap variable: the record field it holds (a night's count: the list's date field)."""
 
     name: str
     path: str
     spec: FieldSpec
     form: str
-    slot: int | None = None
+    #: night n of a per-night list (its variable counts the entries dated that night)
+    night: int | None = None
     list_path: str | None = None
     repeating: bool = False
+
+
+@dataclass(frozen=True)
+class Nights:
+    """A list of dated entries kept as one count per night: ``<prefix><n>`` holds how many entries fall
+    on night n (the ``start`` date + n − 1); shown up to the nights recorded (``upto``)."""
+
+    nights: int
+    prefix: str
+    date: str
+    start: str
+    most: int
+    upto: str | None
 
 
 @dataclass
@@ -68,7 +83,7 @@ class Instrument:
     record: RecordSpec
     form: str
     variables: list[Variable] = field(default_factory=list)
-    slots: dict[str, tuple[int, str]] = field(default_factory=dict)
+    nights: dict[str, Nights] = field(default_factory=dict)
     repeating: dict[str, str] = field(default_factory=dict)
     show_if: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     choices: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -96,7 +111,7 @@ def load_instrument(ruleset: Ruleset) -> Instrument:
         return RuleDefinitionError(message, file=shown, field=key)
     if not isinstance(data, dict):
         raise fail("must be a mapping", "")
-    unknown = set(data) - {"form", "slots", "repeating", "names", "show_if", "choices", "identifiers", "labels"}
+    unknown = set(data) - {"form", "nights", "repeating", "names", "show_if", "choices", "identifiers", "labels"}
     if unknown:
         raise fail("unknown key", sorted(unknown)[0])
     record = ruleset.record
@@ -111,13 +126,22 @@ def load_instrument(ruleset: Ruleset) -> Instrument:
             raise fail(f"a variable is lowercase letters, digits and _, starting with a letter, at most {MAX_NAME} "
                        f"characters", f"names.{key}")
     instrument = Instrument(record=record, form=form, names=dict(names))
-    for key, raw in _mapping(data.get("slots"), "slots", fail).items():
+    for key, raw in _mapping(data.get("nights"), "nights", fail).items():
         spec = record.get(key)
-        if spec is None or spec.type != "list" or not isinstance(raw, dict) or \
-                not isinstance(raw.get("slots"), int) or not 1 <= raw["slots"] <= 100 or \
-                not isinstance(raw.get("prefix"), str) or not NAME.match(raw["prefix"]):
-            raise fail("a list field of the record: {slots: 1 … 100, prefix: a name}", f"slots.{key}")
-        instrument.slots[key] = (raw["slots"], raw["prefix"])
+        ok = isinstance(raw, dict) and spec is not None and spec.type == "list"
+        date_spec = record.get(f"{key}.{raw.get('date')}", through_lists=True) if ok else None
+        start = record.get(str(raw.get("start", ""))) if ok else None
+        upto = raw.get("upto") if ok else None
+        upto_spec = record.get(str(upto)) if upto is not None else None
+        if not ok or date_spec is None or date_spec.type != "date" or start is None or start.type != "date" or \
+                not isinstance(raw.get("nights"), int) or not 1 <= raw["nights"] <= 366 or \
+                not isinstance(raw.get("prefix"), str) or not NAME.match(raw["prefix"]) or \
+                not isinstance(raw.get("most", 20), int) or \
+                (upto is not None and (upto_spec is None or upto_spec.type != "int")):
+            raise fail("a list of dated entries: {nights: 1 … 366, prefix: a name, date: its date field, start: the "
+                       "record's date of night 1, most: the most entries a night, upto: an int field}", f"nights.{key}")
+        instrument.nights[key] = Nights(raw["nights"], raw["prefix"], raw["date"], raw["start"], raw.get("most", 20),
+                                        upto)
     for key, raw in _mapping(data.get("repeating"), "repeating", fail).items():
         spec = record.get(key)
         if spec is None or spec.type != "list" or not isinstance(raw, dict) or \
@@ -161,7 +185,7 @@ def _mapping(raw: Any, key: str, fail: Any) -> dict[str, Any]:
 
 
 def _variables(instrument: Instrument, fail: Any) -> None:
-    """Every leaf field of the record as variables, in the record's order (slots numbered); a repeating
+    """Every leaf field of the record as variables, in the record's order (a night's count each); a repeating
     instrument's after the main form's (REDCap keeps each form's fields together)."""
     seen: dict[str, str] = {}
     later: list[Variable] = []
@@ -182,18 +206,19 @@ def _variables(instrument: Instrument, fail: Any) -> None:
             elif child.type == "list":
                 assert child.items is not None
                 items = list(child.items.fields.values())
-                if child.path in instrument.slots:
-                    count, prefix = instrument.slots[child.path]
-                    for n in range(1, count + 1):
-                        for item in items:
-                            add(Variable(f"{prefix}{n}_{instrument.variable(item.path)}", item.path, item,
-                                         instrument.form, slot=n, list_path=child.path))
+                if child.path in instrument.nights:
+                    kept = instrument.nights[child.path]
+                    count = FieldSpec(name="count", path=f"{child.path}.{kept.date}", type="int", minimum=0,
+                                      maximum=kept.most)
+                    for n in range(1, kept.nights + 1):
+                        add(Variable(f"{kept.prefix}{n}", count.path, count, instrument.form, night=n,
+                                     list_path=child.path))
                 elif child.path in instrument.repeating:
                     later.extend(Variable(instrument.variable(item.path), item.path, item,
                                           instrument.repeating[child.path], list_path=child.path, repeating=True)
                                  for item in items)
                 else:
-                    raise fail(f"list {child.path} needs slots or a repeating instrument", "slots")
+                    raise fail(f"list {child.path} needs nights or a repeating instrument", "nights")
             else:
                 if "." in child.path and child.path not in instrument.names:
                     raise fail(f"{child.path} needs a variable name", "names")
@@ -210,8 +235,10 @@ def _variables(instrument: Instrument, fail: Any) -> None:
 # The data dictionary
 
 
-def _label(spec: FieldSpec, lang: str, instrument: Instrument | None = None) -> str:
-    """A field's text on the form: its question, else its label, in ``lang``."""
+def _label(spec: FieldSpec, lang: str, instrument: Instrument | None = None, night: int | None = None) -> str:
+    """A field's text on the form: its question, else its label, in ``lang`` (a night's count: which night)."""
+    if night is not None:
+        return message("redcap_night", lang, n=night, d=night - 1)
     own = instrument.labels.get(spec.path, {}) if instrument is not None else {}
     return spec.question.get(lang) or spec.labels.get(lang) or own.get(lang) or spec.label or spec.name
 
@@ -249,14 +276,12 @@ def dictionary_rows(ruleset: Ruleset, lang: str = DEFAULT_LANG) -> list[list[str
         elif spec.type == "bool":
             kind = "yesno"
         validation, low, high = _validation(spec)
-        label = _label(spec, lang, instrument)
-        if var.slot is not None:
-            label = f"{var.slot}. {label}"
+        label = _label(spec, lang, instrument, var.night)
         branching = _branching(instrument, var)
         note = spec.help if lang == DEFAULT_LANG else ""
         rows.append([var.name, var.form, sections.get(var.name, ""), kind, label, choices, note, validation, low,
                      high, "y" if var.path in instrument.identifiers else "", branching,
-                     "y" if spec.required and var.slot is None and not var.repeating else "", "", "", "", "", ""])
+                     "y" if spec.required and var.night is None and not var.repeating else "", "", "", "", "", ""])
     return rows
 
 
@@ -290,14 +315,10 @@ def _branching(instrument: Instrument, var: Variable) -> str:
         other, values = instrument.show_if[var.path]
         name = instrument.variable(other)
         parts.append(" or ".join(f"[{name}] = '{v}'" for v in values))
-    if var.slot is not None and var.list_path is not None:
-        count, prefix = instrument.slots[var.list_path]
-        first_item = next(v for v in instrument.variables if v.list_path == var.list_path and v.slot == var.slot)
-        if var is not first_item:  # the slot's other fields, once its first is filled
-            parts.append(f"[{first_item.name}] <> ''")
-        elif var.slot > 1:  # a slot, once the one before it is filled
-            previous = f"{prefix}{var.slot - 1}_{instrument.variable(first_item.path)}"
-            parts.append(f"[{previous}] <> ''")
+    if var.night is not None and var.list_path is not None:
+        upto = instrument.nights[var.list_path].upto
+        if upto is not None and var.night > 1:  # the nights the diary was kept
+            parts.append(f"[{instrument.variable(upto)}] >= {var.night}")
     return " and ".join(f"({p})" if " or " in p and len(parts) > 1 else p for p in parts)
 
 
@@ -315,7 +336,7 @@ def write_dictionary(out: IO[str], ruleset: Ruleset, lang: str = DEFAULT_LANG) -
 
 def read_export(stream: IO[bytes] | IO[str], ruleset: Ruleset, *, name: str | None = None) -> Iterator[Item]:
     """One item per record of a REDCap export of the pack's instrument (raw or labels, in English or
-    Chinese): the main row joined with its repeating-instrument rows and slots. An empty cell and a
+    Chinese): the main row joined with its repeating-instrument rows, per-night counts as dated entries. An empty cell and a
     missing-data code (``UNK``, ``NASK``, ``NA``, …) are unknown. A row that cannot be joined is an
     error item naming its line."""
     instrument = load_instrument(ruleset)
@@ -365,7 +386,10 @@ def read_export(stream: IO[bytes] | IO[str], ruleset: Ruleset, *, name: str | No
                 instance = values.get("__repeat_instance", "")
                 _put(record, list_path, None, append=(int(instance) if instance.isdigit() else 0, entry))
         else:
-            record.update(_fill(instrument, values, labels, repeating_form=None))
+            try:
+                record.update(_fill(instrument, values, labels, repeating_form=None))
+            except _Unreadable as exc:
+                bad.append(exc.problem)
             record.setdefault(instrument.variables[0].path, record_id)
     for record_id in order:
         position = f"line {lines[record_id]}"
@@ -393,9 +417,7 @@ def _header_names(instrument: Instrument) -> dict[str, str]:
     for var in instrument.variables:
         out[var.name] = var.name
         for lang in LANGUAGES:
-            label = _label(var.spec, lang, instrument)
-            if var.slot is not None:
-                label = f"{var.slot}. {label}"
+            label = _label(var.spec, lang, instrument, var.night)
             out.setdefault(label, var.name)
             out.setdefault(label.lower(), var.name)
     for raw, label in (REPEAT_INSTRUMENT, REPEAT_INSTANCE):
@@ -426,7 +448,7 @@ def _fill(instrument: Instrument, values: dict[str, str], labels: dict[str, str]
           repeating_form: str | None) -> dict[str, Any]:
     """The record fields (nested) one export row gives, or for a repeating row its list entry."""
     out: dict[str, Any] = {}
-    slots: dict[tuple[str, int], dict[str, Any]] = {}
+    counts: dict[str, list[tuple[int, Any]]] = {}
     for var in instrument.variables:
         if (var.repeating and var.form != repeating_form) or (repeating_form is not None and not var.repeating):
             continue
@@ -436,18 +458,39 @@ def _fill(instrument: Instrument, values: dict[str, str], labels: dict[str, str]
         value = _value(var.spec, raw, labels)
         if var.repeating:
             out[var.path.rsplit(".", 1)[1]] = value
-        elif var.slot is not None and var.list_path is not None:
-            slots.setdefault((var.list_path, var.slot), {})[var.path.rsplit(".", 1)[1]] = value
+        elif var.night is not None and var.list_path is not None:
+            counts.setdefault(var.list_path, []).append((var.night, value))
         else:
             _put(out, var.path, value)
-    for (list_path, _), entry in sorted(slots.items(), key=lambda s: s[0][1]):
-        current = _get(out, list_path)
-        _put(out, list_path, (current or []) + [entry])
-    for list_path in instrument.slots:  # slots left empty in an object that was filled in: none, not unknown
+    for list_path, nights in counts.items():  # n entries on a night: n entries dated that night
+        kept = instrument.nights[list_path]
+        start = _date(_get(out, kept.start))
+        if start is None:
+            raise _Unreadable(FieldProblem(list_path, f"the nights' counts need {kept.start} to date them"))
+        entries = []
+        for night, count in nights:
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise _Unreadable(FieldProblem(list_path, f"night {night}: a count of entries is a whole number"))
+            entries += [{kept.date: (start + dt.timedelta(days=night - 1)).isoformat()} for _ in range(count)]
+        _put(out, list_path, entries)
+    for list_path in instrument.nights:  # no count in an object that was filled in: none, not unknown
         parent = list_path.rsplit(".", 1)[0] if "." in list_path else None
         if parent is not None and _get(out, parent) is not None and _get(out, list_path) is None:
             _put(out, list_path, [])
     return out
+
+
+class _Unreadable(Exception):
+    def __init__(self, problem: FieldProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _date(value: Any) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _value(spec: FieldSpec, raw: str, labels: dict[str, str]) -> Any:
@@ -504,18 +547,24 @@ def export_row_cells(instrument: Instrument, record: dict[str, Any], *, labels: 
             return _choice(instrument, str(value), lang)
         return str(value)
     for var in instrument.variables:
-        if var.repeating or var.slot is not None:
+        if var.repeating or var.night is not None:
             continue
         value = _get(record, var.path)
         if value is not None:
             main[index[var.name]] = shown(var.spec, value)
-    for var in instrument.variables:
-        if var.slot is not None and var.list_path is not None:
-            entries = _get(record, var.list_path) or []
-            if var.slot <= len(entries):
-                value = entries[var.slot - 1].get(var.path.rsplit(".", 1)[1])
-                if value is not None:
-                    main[index[var.name]] = shown(var.spec, value)
+    for list_path, kept in instrument.nights.items():  # entries counted per night of the window
+        start = _date(_get(record, kept.start))
+        entries = _get(record, list_path)
+        if start is None or entries is None:
+            continue
+        per_night = [0] * kept.nights
+        for entry in entries:
+            day = _date(entry.get(kept.date))
+            if day is not None and 0 <= (day - start).days < kept.nights:
+                per_night[(day - start).days] += 1
+        for n, count in enumerate(per_night, start=1):
+            if count:
+                main[index[f"{kept.prefix}{n}"]] = str(count)
     for list_path, form in instrument.repeating.items():
         for n, entry in enumerate(_get(record, list_path) or [], start=1):
             row = ["" for _ in header]
@@ -547,7 +596,6 @@ def export_header(instrument: Instrument, *, labels: bool = False, lang: str = D
         if var is None:
             out.append(REPEAT_INSTRUMENT[1] if name == REPEAT_INSTRUMENT[0] else REPEAT_INSTANCE[1])
         else:
-            label = _label(var.spec, lang, instrument)
-            out.append(f"{var.slot}. {label}" if var.slot is not None else label)
+            out.append(_label(var.spec, lang, instrument, var.night))
     return out
 
