@@ -283,8 +283,12 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
               help="With --log: only candidates whose screening_start is on or after this date.")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
               help="With --log: only candidates whose screening_start is on or before this date.")
+@click.option("--diagram", "diagram", default=None, metavar="FILE.svg|.png|.dot|.mmd",
+              help="Also draw the enrollment part of the CONSORT flow diagram (labels in --lang). SVG and PNG need "
+                   "Graphviz's dot; DOT and Mermaid need nothing.")
 def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt: str, lang: str,
-          log_url: str | None, site: str | None, since: dt.datetime | None, until: dt.datetime | None) -> None:
+          log_url: str | None, site: str | None, since: dt.datetime | None, until: dt.datetime | None,
+          diagram: str | None) -> None:
     """Count decisions into the CONSORT enrollment boxes and check the arithmetic.
 
     Reads `nlc-screen screen` output (JSON Lines or a JSON array), or with --log the screening log
@@ -318,11 +322,19 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
                 result = audit_mod.audit_rows(rows, rules=rules_spec, expect=expect, load=load)
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
+    ruleset = result.counts.ruleset
+    shown_lang = lang if ruleset.speaks(lang) else DEFAULT_LANG
+    if diagram is not None:
+        from screening.diagram import write_diagram
+
+        try:
+            write_diagram(result.counts, diagram, shown_lang)
+        except screening.ScreeningError as exc:
+            raise _failure(exc) from None
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
-        ruleset = result.counts.ruleset
-        click.echo(result.text(lang if ruleset.speaks(lang) else DEFAULT_LANG), nl=False)
+        click.echo(result.text(shown_lang), nl=False)
     if result.exit_code:
         sys.exit(result.exit_code)
 
