@@ -56,6 +56,8 @@ class ConsortCounts:
     only_reason: Counter[str] = field(default_factory=Counter)
     primary: Counter[str] = field(default_factory=Counter)
     stamps: Counter[str] = field(default_factory=Counter)
+    #: (excluding box — a category, or category.subcategory —, primary criterion) -> candidates
+    box_primary: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
     def candidates(self) -> int:
@@ -112,6 +114,11 @@ class ConsortCounts:
             problems.append("no decision rows in the input")
         return problems
 
+    def primary_breakdown(self, box: str) -> list[tuple[str, int]]:
+        """The candidates of an excluding box (``category`` or ``category.subcategory``) by the criterion
+        that excluded them, in precedence order; they add up to the box."""
+        return [(cid, self.box_primary[(box, cid)]) for cid in self.ruleset.precedence if self.box_primary[(box, cid)]]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ruleset": self.ruleset.stamp,
@@ -120,8 +127,19 @@ class ConsortCounts:
             "criteria": {cid: {s: self.criteria.get(cid, Counter())[s] for s in STATUSES} | {
                 "excluded_by_this_only": self.only_reason[cid], "primary": self.primary[cid]}
                 for cid in self.ruleset.precedence},
+            "by_primary_criterion": {box: dict(self.primary_breakdown(box)) for box in self._excluding_boxes()},
             "arithmetic_problems": self.arithmetic(),
         }
+
+    def _excluding_boxes(self) -> list[str]:
+        cons = self.ruleset.consort
+        out = []
+        for cat in cons["categories"]:
+            if cat in (cons["eligible"], cons["eligible_pending"], cons["undetermined"]):
+                continue
+            subs = cons["subcategories"].get(cat, [])
+            out += [f"{cat}.{sub}" for sub in subs] if subs else [cat]
+        return out
 
 
 class _Contribution(NamedTuple):
@@ -198,6 +216,7 @@ def count(rows: Iterable[dict[str, Any]], ruleset: Ruleset) -> ConsortCounts:
             counts.subcategories[made.subcategory] += n
         if made.primary:
             counts.primary[made.primary] += n
+            counts.box_primary[(made.subcategory or made.category, made.primary)] += n
         for cid, status in made.statuses:
             counts.criteria.setdefault(cid, Counter())[status] += n
         if made.only_reason:
@@ -438,6 +457,81 @@ def audit_rows(rows: Iterable[dict[str, Any]], *, rules: str | None = None, expe
     return AuditResult(counts, expected, compare(counts, expected) if expected else [])
 
 
+def current_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each candidate's last row, in the order of those rows (a row with no readable id is its own)."""
+    latest: dict[tuple[str, str], int] = {}
+    kept: list[dict[str, Any] | None] = []
+    for row in rows:
+        cid = row.get("candidate_id")
+        if isinstance(cid, str) and DuplicateCheck.counts(row):
+            key = (row.get("site") or "", cid)
+            if key in latest:
+                kept[latest[key]] = None
+            latest[key] = len(kept)
+        kept.append(row)
+    return [row for row in kept if row is not None]
+
+
+def group_value(row: dict[str, Any], field_name: str) -> str:
+    """What ``--by FIELD`` groups a row under: the field's value as text (the set's name@version for
+    ``ruleset``; ``(none)`` when the row has none)."""
+    value = row.get(field_name)
+    if field_name == "ruleset" and isinstance(value, dict):
+        return f"{value.get('name')}@{value.get('version')}"
+    if value is None or value == "":
+        return "(none)"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+@dataclass
+class Breakdown:
+    """An audit broken down by a row field: the whole, and each group's counts (they add up)."""
+
+    field_name: str
+    total: ConsortCounts
+    groups: dict[str, ConsortCounts]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"by": self.field_name, "total": self.total.flat(),
+                "groups": {name: counts.flat() for name, counts in self.groups.items()}}
+
+    def text(self, lang: str = DEFAULT_LANG) -> str:
+        rs = self.total.ruleset
+        names = list(self.groups)
+        width = min(24, max([8] + [len(n) for n in names]))
+        head = pad(message("audit_by", lang, field=self.field_name), 52) + f"{'total':>8}" + \
+            "".join(f"  {clip(n, width):>{width}}" for n in names)
+        out = [head]
+        flat = self.total.flat()
+        for box, value in flat.items():
+            shown = rs.label(box.split(".")[-1], lang) if box not in ("assessed", "excluded", "errors") else \
+                message({"assessed": "audit_assessed", "excluded": "audit_excluded",
+                         "errors": "audit_errors"}[box], lang)
+            prefix = "  " if "." in box else ""
+            out.append(pad(clip(prefix + shown, 50), 52) + f"{value:>8}" +
+                       "".join(f"  {self.groups[n].flat().get(box, 0):>{width}}" for n in names))
+        return "\n".join(visible(line) for line in out) + "\n"
+
+
+def breakdown(rows: Iterable[dict[str, Any]], field_name: str, ruleset: Ruleset,
+              load: Callable[[str], Ruleset] | None = None) -> Breakdown:
+    """Count the candidates' current rows as a whole and by ``field_name``. With ``ruleset`` as the
+    field, each group is counted with its own criteria set (loaded by ``load``)."""
+    current = current_rows(rows)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in current:
+        groups.setdefault(group_value(row, field_name), []).append(row)
+    counted = {}
+    for name in sorted(groups):
+        group_set = ruleset
+        if field_name == "ruleset" and name != "(none)" and load is not None:
+            group_set = load(name)
+        counted[name] = count(groups[name], group_set)
+    total = count(current, ruleset) if field_name != "ruleset" else count(
+        [r for r in current if group_value(r, "ruleset") == f"{ruleset.name}@{ruleset.version}"], ruleset)
+    return Breakdown(field_name, total, counted)
+
+
 def render(counts: ConsortCounts, expected: dict[str, Any] | None = None, lang: str = DEFAULT_LANG) -> str:
     """The audit as a plain-text report in ``lang``: one line per box, control characters in any label,
     title or stamp escaped visibly (:func:`screening.text.visible`). Box names, criterion ids and the
@@ -457,8 +551,19 @@ def render(counts: ConsortCounts, expected: dict[str, Any] | None = None, lang: 
             text += "   ok" if want[box] == value else "   " + say("audit_differs", want=want[box])
         return text
 
+    def breakdown(box: str, indent: int) -> list[str]:
+        """The box's candidates by the criterion that excluded them (when more than one criterion did)."""
+        parts = counts.primary_breakdown(box)
+        if len(parts) < 2:
+            return []
+        return [" " * indent + pad(f"· {cid} {clip(rs.criteria[cid].title_in(lang), 38)}", 58 - indent) + f"{n:>6}"
+                for cid, n in parts]
+
     stamps = ", ".join(sorted(counts.stamps)) or say("audit_no_rows")
     out = [say("audit_title", name=rs.name, version=rs.version, stamps=stamps), ""]
+    mixed = [p for p in counts.arithmetic() if "criteria set" in p]
+    if mixed:  # said first: the counts below mix sets (or use another), so they are not to be reported
+        out = [say("audit_refused", problems="; ".join(mixed)), ""] + out
     out.append(line(say("audit_assessed"), "assessed"))
     out.append(line(say("audit_excluded"), "excluded", 2))
     for cat in cons["categories"]:
@@ -467,8 +572,12 @@ def render(counts: ConsortCounts, expected: dict[str, Any] | None = None, lang: 
         if cat == cons["undetermined"] or cat == cons["eligible_pending"]:
             continue
         out.append(line(rs.label(cat, lang), cat, 4))
-        for sub in cons["subcategories"].get(cat, []):
+        subs = cons["subcategories"].get(cat, [])
+        if not subs:
+            out += breakdown(cat, 6)
+        for sub in subs:
             out.append(line(rs.label(sub, lang), f"{cat}.{sub}", 6))
+            out += breakdown(f"{cat}.{sub}", 8)
     pend = cons["undetermined"]
     out.append(line(rs.label(pend, lang), pend, 2))
     out.append(line(rs.label(cons["eligible"], lang), cons["eligible"]))

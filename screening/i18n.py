@@ -119,6 +119,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "audit_title": {"en": "CONSORT enrollment — counted with {name} {version}; decisions from {stamps}",
                     "zh": "CONSORT 入组流程 — 按 {name} {version} 计数；决定来自 {stamps}"},
     "audit_no_rows": {"en": "no rows", "zh": "无记录"},
+    "audit_refused": {"en": "NOT A VALID COUNT: {problems}", "zh": "计数无效：{problems}"},
+    "audit_by": {"en": "Candidates by {field}", "zh": "按 {field} 分组的候选人"},
     "audit_assessed": {"en": "Assessed for eligibility", "zh": "接受资格评估"},
     "audit_excluded": {"en": "Excluded", "zh": "排除"},
     "audit_errors": {"en": "Records that could not be read (not assessed)", "zh": "无法读取的记录（未评估）"},
