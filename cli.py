@@ -286,12 +286,15 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
 @click.option("--by", "by", default=None, metavar="FIELD",
               help="Also break every box down by a decision-row field (site, primary_criterion, …); with ruleset, "
                    "rows made with several criteria sets are counted each with its own.")
+@click.option("--pending", "show_pending", is_flag=True,
+              help="Also list every pending candidate — eligible awaiting consent, and undetermined — by site, with "
+                   "the questions that would settle each, and the questions most often open.")
 @click.option("--diagram", "diagram", default=None, metavar="FILE.svg|.png|.dot|.mmd",
               help="Also draw the enrollment part of the CONSORT flow diagram (labels in --lang). SVG and PNG need "
                    "Graphviz's dot; DOT and Mermaid need nothing.")
 def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt: str, lang: str,
           log_url: str | None, site: str | None, since: dt.datetime | None, until: dt.datetime | None,
-          by: str | None, diagram: str | None) -> None:
+          by: str | None, show_pending: bool, diagram: str | None) -> None:
     """Count decisions into the CONSORT enrollment boxes and check the arithmetic.
 
     Reads `nlc-screen screen` output (JSON Lines or a JSON array), or with --log the screening log
@@ -317,14 +320,15 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
             log = _open_log(log_url)
             rows: Any = log.current_rows(site=site, since=since.date() if since else None,
                                          until=until.date() if until else None)
-            rows = list(rows) if by else rows
+            rows = list(rows) if by or show_pending else rows
             result = audit_mod.audit_rows(rows, rules=rules_spec, expect=expect, load=load)
         else:
             assert decisions is not None
             with _open_input(decisions) as stream:
                 rows = audit_mod.read_rows(stream, name="input" if decisions == "-" else decisions)
-                rows = list(rows) if by else rows
+                rows = list(rows) if by or show_pending else rows
                 result = audit_mod.audit_rows(rows, rules=rules_spec, expect=expect, load=load)
+        waiting = audit_mod.pending(rows, result.counts.ruleset) if show_pending else None
         groups = audit_mod.breakdown(rows, by, result.counts.ruleset, load) if by else None
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
@@ -341,6 +345,8 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
         report = result.to_dict()
         if groups is not None:
             report["breakdown"] = groups.to_dict()
+        if waiting is not None:
+            report["pending"] = waiting.to_dict()
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         if groups is not None and by == "ruleset":  # each set counted apart: the breakdown is the report
@@ -349,6 +355,8 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
             click.echo(result.text(shown_lang), nl=False)
             if groups is not None:
                 click.echo("\n" + groups.text(shown_lang), nl=False)
+        if waiting is not None:
+            click.echo("\n" + waiting.text(shown_lang), nl=False)
     if by == "ruleset" and groups is not None:
         sys.exit(1 if any(g.arithmetic() for g in groups.groups.values()) else 0)
     if result.exit_code:

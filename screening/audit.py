@@ -532,6 +532,64 @@ def breakdown(rows: Iterable[dict[str, Any]], field_name: str, ruleset: Ruleset,
     return Breakdown(field_name, total, counted)
 
 
+@dataclass
+class PendingList:
+    """The pending candidates (undetermined, or eligible awaiting consent) by site, with what to ask."""
+
+    ruleset: Ruleset
+    awaiting: dict[str, list[dict[str, Any]]]
+    undetermined: dict[str, list[dict[str, Any]]]
+    open_fields: Counter[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        def rows(groups: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+            return {site: [{"candidate_id": r["candidate_id"], "primary_criterion": r.get("primary_criterion"),
+                            "ask_next": r.get("ask_next", [])} for r in found] for site, found in groups.items()}
+        return {"eligible_awaiting_consent": rows(self.awaiting), "undetermined": rows(self.undetermined),
+                "most_often_open": [{"field": f, "candidates": n} for f, n in self.open_fields.most_common()]}
+
+    def text(self, lang: str = DEFAULT_LANG) -> str:
+        record = self.ruleset.record
+        out: list[str] = []
+        for title, groups in ((message("pending_awaiting", lang), self.awaiting),
+                              (message("pending_undetermined", lang), self.undetermined)):
+            total = sum(len(v) for v in groups.values())
+            out.append(f"{title} ({total})")
+            for site, found in groups.items():
+                out.append(f"  {site} ({len(found)})")
+                for row in found:
+                    out.append(f"    {row['candidate_id']} ({row.get('primary_criterion')})")
+                    for path in row.get("ask_next", [])[:5]:
+                        question = record.question(path, lang) or record.question(path) or ""
+                        out.append(f"      {question} [{path}]".rstrip())
+                    more = len(row.get("ask_next", [])) - 5
+                    if more > 0:
+                        out.append("      " + message("pending_more", lang, n=more))
+            out.append("")
+        out.append(message("pending_tally", lang))
+        for path, n in self.open_fields.most_common(15):
+            out.append(f"  {n:>5}  {path}  {record.question(path, lang) or ''}".rstrip())
+        return "\n".join(visible(line) for line in out) + "\n"
+
+
+def pending(rows: Iterable[dict[str, Any]], ruleset: Ruleset) -> PendingList:
+    """Each pending candidate's current row (undetermined, or eligible in a pending box), by site."""
+    cons = ruleset.consort
+    awaiting: dict[str, list[dict[str, Any]]] = {}
+    undetermined: dict[str, list[dict[str, Any]]] = {}
+    tally: Counter[str] = Counter()
+    for row in current_rows(rows):
+        if row.get("decision") == "undetermined":
+            target = undetermined
+        elif row.get("decision") == "eligible" and row.get("category") != cons["eligible"]:
+            target = awaiting
+        else:
+            continue
+        target.setdefault(row.get("site") or "(none)", []).append(row)
+        tally.update(row.get("ask_next", []))
+    return PendingList(ruleset, dict(sorted(awaiting.items())), dict(sorted(undetermined.items())), tally)
+
+
 def render(counts: ConsortCounts, expected: dict[str, Any] | None = None, lang: str = DEFAULT_LANG) -> str:
     """The audit as a plain-text report in ``lang``: one line per box, control characters in any label,
     title or stamp escaped visibly (:func:`screening.text.visible`). Box names, criterion ids and the

@@ -63,3 +63,24 @@ def test_rows_of_two_sets_are_refused_on_the_first_line_or_counted_apart_by_rule
     groups = json.loads(apart.stdout)["breakdown"]["groups"]
     assert groups["paper-2024@1.2.0"]["randomized"] == 199
     assert groups["registry-2023@1.2.0"]["assessed"] == 310
+
+
+def test_the_pending_list_names_each_pending_candidate_with_its_questions(tmp_path: Path) -> None:
+    generated = tmp_path / "gen.jsonl"
+    CliRunner().invoke(cli.main, ["generate", "--n", "300", "--seed", "9", "--mix", "undetermined=0.5,eligible=0.5",
+                                  "-o", str(generated)])
+    decisions = tmp_path / "d.jsonl"
+    CliRunner().invoke(cli.main, ["screen", str(generated), "--format", "jsonl", "-o", str(decisions)])
+    report = _json(str(decisions), "--pending")
+    rows = [json.loads(line) for line in decisions.read_text(encoding="utf-8").splitlines()]
+    awaiting = report["pending"]["eligible_awaiting_consent"]
+    undetermined = report["pending"]["undetermined"]
+    assert sum(map(len, awaiting.values())) == sum(1 for r in rows if r["decision"] == "eligible"
+                                                   and r["category"] == "pending")
+    assert sum(map(len, undetermined.values())) == sum(1 for r in rows if r["decision"] == "undetermined")
+    assert sum(map(len, awaiting.values())) + sum(map(len, undetermined.values())) == report["counts"]["pending"]
+    assert all(c["ask_next"] == ["consent"] for found in awaiting.values() for c in found)
+    tally = report["pending"]["most_often_open"]
+    assert [t["candidates"] for t in tally] == sorted((t["candidates"] for t in tally), reverse=True)
+    text = CliRunner().invoke(cli.main, ["audit", str(decisions), "--pending", "--lang", "zh"]).stdout
+    assert "符合条件，等待知情同意" in text and "[consent]" in text and "最常未决的问题" in text
