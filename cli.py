@@ -247,6 +247,7 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
     name = None if source == "-" else source
     show = sys.stderr.isatty() if progress is None else progress
     log = _open_log(log_url) if log_url is not None else None
+    batch = None
     try:
         with _open_input(source) as stream, _progress_bar(show) as bar, \
                 open_output(output, input_path=source) as out, \
@@ -258,6 +259,11 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
                                   check_duplicates=check_duplicates, progress=bar, lang=lang, log=batch)
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
+    except KeyboardInterrupt:  # say what the log kept: those decisions count from now on
+        if batch is not None:
+            click.echo(f"The screening log {log.shown if log else ''} kept the {batch.written} decision(s) written "
+                       f"before the interruption (batch {batch.batch_id}).", err=True)
+        raise
     if log is not None:
         assert batch is not None
         click.echo(f"{batch.written} decision(s) appended to the screening log {log.shown} "

@@ -58,6 +58,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from .errors import LogError
+from .screen import DuplicateCheck
 
 #: The environment variable naming nlc-screen's data directory (the default log lives there).
 HOME_ENV = "NLC_SCREEN_HOME"
@@ -86,8 +87,10 @@ entries = Table(
     "entries", metadata_,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("entry_id", String(36), nullable=False, unique=True),
-    Column("site", String(200), nullable=False),  # "" for none: part of the candidate's identity
-    Column("candidate_id", String(200), nullable=False),
+    Column("site", Text, nullable=False),  # "" for none
+    Column("candidate_id", Text, nullable=False),
+    #: the candidate (site, candidate_id), or the entry itself for an error row identified only by its position
+    Column("identity", Text, nullable=False),
     Column("decision", String(20), nullable=False),
     Column("category", String(100), nullable=False),
     Column("subcategory", String(100)),
@@ -103,7 +106,7 @@ entries = Table(
     Column("screened_at", DateTime(timezone=True), nullable=False),
     Column("screener", String(200), nullable=False),
     Column("batch_id", String(36), nullable=False),
-    Column("position", String(100), nullable=False),
+    Column("position", Text, nullable=False),
 )
 
 #: One run that appended entries: who, from what, with which nlc-screen.
@@ -187,6 +190,8 @@ class ScreeningLog:
             parsed = make_url(self.url)
         except ArgumentError:
             raise LogError(f"not a database URL: {self.url[:60]!r} (sqlite:///FILE or postgresql://…)") from None
+        if parsed.drivername == "postgres":  # the scheme many tools write
+            parsed = parsed.set(drivername="postgresql")
         backend = parsed.get_backend_name()
         if backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
@@ -194,8 +199,10 @@ class ScreeningLog:
             self.engine: Engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S})
             _sqlite_pragmas(self.engine)
         elif backend == "postgresql":
-            if parsed.drivername == "postgresql":  # the pinned driver, psycopg 3
-                parsed = parsed.set(drivername="postgresql+psycopg")
+            if parsed.drivername not in ("postgresql", "postgresql+psycopg"):
+                raise LogError(f"the screening log reaches PostgreSQL through psycopg 3: write postgresql://…, "
+                               f"not {parsed.drivername}://…")
+            parsed = parsed.set(drivername="postgresql+psycopg")  # the pinned driver
             self.engine = create_engine(parsed, pool_pre_ping=True)
         else:
             raise LogError(f"the screening log is SQLite or PostgreSQL, not {backend!r}")
@@ -245,7 +252,12 @@ class ScreeningLog:
     # -- reading --------------------------------------------------------------------------------
 
     def _current_ids(self) -> Any:
-        return select(func.max(entries.c.id)).group_by(entries.c.site, entries.c.candidate_id)
+        """Each identity's current entry: its latest by the time it was screened, then by entry order
+        (an imported older entry does not become current)."""
+        ranked = select(entries.c.id, func.row_number().over(
+            partition_by=entries.c.identity, order_by=(entries.c.screened_at.desc(), entries.c.id.desc())
+        ).label("rank")).subquery()
+        return select(ranked.c.id).where(ranked.c.rank == 1)
 
     def current_rows(self, *, site: str | None = None, since: dt.date | None = None,
                      until: dt.date | None = None) -> Iterator[dict[str, Any]]:
@@ -258,14 +270,14 @@ class ScreeningLog:
             query = query.where(entries.c.screening_start >= since)
         if until is not None:
             query = query.where(entries.c.screening_start <= until)
-        yield from (orjson.loads(text) for text in self._scalars(query.order_by(entries.c.id)))
+        yield from (orjson.loads(text) for text in self._scalars(query.order_by(entries.c.screened_at, entries.c.id)))
 
     def history(self, candidate_id: str, site: str | None) -> list[dict[str, Any]]:
         """Every entry of one candidate, oldest first: when, who, with which set, and the row."""
         query = (select(entries.c.screened_at, entries.c.screener, entries.c.batch_id, entries.c.position,
                         entries.c.row)
-                 .where(entries.c.candidate_id == candidate_id, entries.c.site == (site or ""))
-                 .order_by(entries.c.id))
+                 .where(entries.c.identity == _identity_of(site or "", candidate_id))
+                 .order_by(entries.c.screened_at, entries.c.id))
         with self._read() as conn:
             return [{"screened_at": _iso(r.screened_at), "screener": r.screener, "batch_id": r.batch_id,
                      "position": r.position, "row": orjson.loads(r.row)} for r in conn.execute(query)]
@@ -335,7 +347,10 @@ class ScreeningLog:
                                 batch_id=item["batch_id"], started_at=item["screened_at"], screener=item["screener"],
                                 source=f"imported from {name}"[:300], tool_version=item["tool_version"]))
                     values = {k: item[k] for k in EXPORT_FIELDS if k not in ("record", "row")}
-                    conn.execute(insert(entries).values(**values, row=orjson.dumps(item["row"]).decode()))
+                    identity = (_identity_of(item["site"] or "", item["candidate_id"])
+                                if DuplicateCheck.counts(item["row"]) else f"entry:{item['entry_id']}")
+                    conn.execute(insert(entries).values(**values, identity=identity,
+                                                        row=orjson.dumps(item["row"]).decode()))
                     conn.execute(insert(records).values(entry_id=item["entry_id"], input_sha256=item["input_sha256"],
                                                         body=item["record"]))
                     added += 1
@@ -471,21 +486,28 @@ class Batch:
             stamp = row.get("ruleset") or {}
             digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() if text is not None else None
             entry_id = str(uuid.uuid4())
+            site, cid = row.get("site") or "", str(row.get("candidate_id"))
             entry_rows.append({
-                "entry_id": entry_id, "site": (row.get("site") or "")[:200],
-                "candidate_id": str(row.get("candidate_id"))[:200], "decision": row["decision"],
+                "entry_id": entry_id, "site": site, "candidate_id": cid,
+                "identity": _identity_of(site, cid) if DuplicateCheck.counts(row) else f"entry:{entry_id}",
+                "decision": row["decision"],
                 "category": row["category"], "subcategory": row.get("subcategory"),
                 "primary_criterion": row.get("primary_criterion"), "screening_start": start,
                 "row": orjson.dumps(row).decode(), "pack": self.pack, "set_name": stamp.get("name", ""),
                 "set_version": stamp.get("version", ""), "set_sha256": stamp.get("sha256", ""),
                 "tool_version": self.version, "input_sha256": digest, "screened_at": now,
-                "screener": self.screener, "batch_id": self.batch_id, "position": position[:100]})
+                "screener": self.screener, "batch_id": self.batch_id, "position": position})
             record_rows.append({"entry_id": entry_id, "input_sha256": digest, "body": text})
         _insert_many(conn, entries, entry_rows, dates=("screening_start",), times=("screened_at",))
         _insert_many(conn, records, record_rows)
 
 
 _COMMIT, _ROLLBACK = object(), object()
+
+
+def _identity_of(site: str, candidate_id: str) -> str:
+    """A candidate's identity in the log: its site and id (exactly as written)."""
+    return f"{site}\x1f{candidate_id}"
 
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]], *,
@@ -568,8 +590,11 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # the driver's own BEGIN off: ours below
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except Exception:  # noqa: BLE001 - a read-only medium: the log can still be read
+            pass
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -590,8 +615,18 @@ def alembic_config(connection: Connection | None = None) -> Any:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Create the log's tables, or upgrade them, to ``revision`` (one writer at a time)."""
+    """Create the log's tables, or upgrade them, to ``revision`` (one writer at a time). A log already
+    at the head is only read (so that a log on a read-only medium can still be audited)."""
     from alembic import command
+    from alembic.script import ScriptDirectory
+
+    if revision == "head":
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        try:
+            if current_revision(engine) == head:
+                return
+        except Exception:  # noqa: BLE001 - cannot tell (the driver's own error): the upgrade says why
+            pass
 
     for attempt in range(5):
         try:
@@ -603,6 +638,21 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         except OperationalError:
             if attempt == 4:
                 raise
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The log's current migration revision, read without a write lock (None for an empty database)."""
+    raw = engine.raw_connection()  # the driver's own connection: no BEGIN IMMEDIATE for a read
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute("SELECT version_num FROM alembic_version")
+            found = cursor.fetchone()
+        except Exception:  # noqa: BLE001 - no such table yet: an empty database
+            return None
+        return str(found[0]) if found else None
+    finally:
+        raw.close()
 
 
 def revision(engine: Engine) -> str | None:

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import orjson
 
-from .errors import CandidateRecordError, FieldProblem, RuleDefinitionError
+from .errors import CandidateRecordError, FieldProblem, InputFormatError, RuleDefinitionError
 from .fields import FieldSpec, RecordSpec
 from .i18n import DEFAULT_LANG, LANGUAGES, message
 from .io import Item
@@ -66,7 +66,7 @@ class Variable:
 @dataclass(frozen=True)
 class Nights:
     """A list of dated entries kept as one count per night: ``<prefix><n>`` holds how many entries fall
-    on night n (the ``start`` date + n − 1); shown up to the nights recorded (``upto``)."""
+    on night n (the ``start`` date + n − 1); shown once ``upto`` (the nights recorded) is entered."""
 
     nights: int
     prefix: str
@@ -317,8 +317,8 @@ def _branching(instrument: Instrument, var: Variable) -> str:
         parts.append(" or ".join(f"[{name}] = '{v}'" for v in values))
     if var.night is not None and var.list_path is not None:
         upto = instrument.nights[var.list_path].upto
-        if upto is not None and var.night > 1:  # the nights the diary was kept
-            parts.append(f"[{instrument.variable(upto)}] >= {var.night}")
+        if upto is not None:  # once the diary's nights are entered (a diary may skip nights: all 14 shown)
+            parts.append(f"[{instrument.variable(upto)}] <> ''")
     return " and ".join(f"({p})" if " or " in p and len(parts) > 1 else p for p in parts)
 
 
@@ -349,15 +349,34 @@ def read_export(stream: IO[bytes] | IO[str], ruleset: Ruleset, *, name: str | No
         return
     by_label = _header_names(instrument)
     columns: list[str | None] = []
+    unknown: list[str] = []
     for cell in header:
         cell = cell.strip()
-        columns.append(by_label.get(cell) or by_label.get(cell.lower()))
+        found = by_label.get(cell) or by_label.get(cell.lower())
+        if found is None and not _system_column(cell):
+            unknown.append(cell)
+        columns.append(found)
+    where = name or "the export"
+    id_var = instrument.variables[0].name
+    if id_var not in columns:
+        raise InputFormatError(f"{where}: no {id_var} column — the record id of this instrument comes first (an export "
+                               f"of another project, whose record id is {header[0][:40]!r}?)")
+    if unknown:
+        raise InputFormatError(f"{where}: column(s) this instrument does not have: "
+                               f"{', '.join(repr(u[:40]) for u in unknown[:5])} (an export of another instrument, "
+                               f"or labels in a language the pack does not write?)")
+    repeating_vars = {v.name for v in instrument.variables if v.repeating}
+    if repeating_vars & set(c for c in columns if c) and "__repeat_instrument" not in columns:
+        raise InputFormatError(f"{where}: the repeating instrument's fields are there but not the "
+                               f"redcap_repeat_instrument column that says which rows are theirs")
+    if "__event" in columns:
+        raise InputFormatError(f"{where}: a longitudinal export (redcap_event_name): export one event")
     labels = _value_names(instrument)
+    main_lines: dict[str, int] = {}
     records: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     problems: dict[str, list[FieldProblem]] = {}
     lines: dict[str, int] = {}
-    id_var = instrument.variables[0].name
     for line, cells in enumerate(reader, start=2):
         if not any(c.strip() for c in cells):
             continue
@@ -386,6 +405,15 @@ def read_export(stream: IO[bytes] | IO[str], ruleset: Ruleset, *, name: str | No
                 instance = values.get("__repeat_instance", "")
                 _put(record, list_path, None, append=(int(instance) if instance.isdigit() else 0, entry))
         else:
+            if record_id in main_lines:
+                bad.append(FieldProblem(instrument.variables[0].path, f"a second row for this record (lines "
+                                        f"{main_lines[record_id]} and {line}): one row a record"))
+                continue
+            main_lines[record_id] = line
+            filled = [v.name for v in instrument.variables if v.repeating and values.get(v.name)]
+            if filled:
+                bad.append(FieldProblem(filled[0], f"line {line}: a value of the repeating instrument on a row that "
+                                                   f"is not one of its rows"))
             try:
                 record.update(_fill(instrument, values, labels, repeating_form=None))
             except _Unreadable as exc:
@@ -408,7 +436,6 @@ def read_export(stream: IO[bytes] | IO[str], ruleset: Ruleset, *, name: str | No
             if entries is not None:
                 _put(record, list_path, [entry for _, entry in sorted(entries, key=lambda e: e[0])])
         yield Item(position, orjson.dumps(record).decode())
-    del name  # the position names the line; the caller's name is for messages of the reader
 
 
 def _header_names(instrument: Instrument) -> dict[str, str]:
@@ -423,7 +450,18 @@ def _header_names(instrument: Instrument) -> dict[str, str]:
     for raw, label in (REPEAT_INSTRUMENT, REPEAT_INSTANCE):
         key = "__repeat_instrument" if raw == REPEAT_INSTRUMENT[0] else "__repeat_instance"
         out[raw] = out[label] = out[label.lower()] = key
+    out["redcap_event_name"] = out["Event Name"] = out["event name"] = "__event"
     return out
+
+
+#: REDCap's own columns of an export, raw and as labels (kept out of the record).
+_SYSTEM_LABELS = {"complete?", "data access group", "survey identifier", "survey timestamp"}
+
+
+def _system_column(cell: str) -> bool:
+    low = cell.lower()
+    return low.startswith("redcap_") or low.endswith("_complete") or low.endswith("_timestamp") or \
+        low in _SYSTEM_LABELS
 
 
 def _value_names(instrument: Instrument) -> dict[str, str]:

@@ -28,6 +28,7 @@ import hmac
 import io
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .audit import audit_rows
 from .describe import ruleset_json
-from .errors import ScreeningError
+from .errors import RuleDefinitionError, RulesetNotFound, ScreeningError
 from .i18n import DEFAULT_LANG, LANGUAGES
 from .io import Item, read_records
 from .log import Entry, ScreeningLog
@@ -60,6 +61,21 @@ TOKENS_ENV = "NLC_SCREEN_TOKENS"
 TOKENS_FILE_ENV = "NLC_SCREEN_TOKENS_FILE"
 #: Hosts ``serve`` binds without tokens: this machine only.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: What ``GET /audit?expect=`` takes: the name of one of the pack's expected flows.
+_EXPECTATION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,60}$")
+#: The request bodies and answers the OpenAPI document shows for the screening endpoints.
+_RECORD_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "description": "One candidate record (GET /schema has its JSON Schema)."}}}}
+_BATCH_BODY = {"required": True, "content": {
+    "application/json": {"schema": {"type": "array", "items": {"type": "object"},
+                                    "description": "Candidate records (GET /schema has a record's JSON Schema)."}},
+    "application/x-ndjson": {"schema": {"type": "string", "description": "One candidate record a line."}}}}
+_LANG_PARAMETER = {"name": "lang", "in": "query", "required": False, "schema": {"type": "string", "enum": ["en", "zh"]},
+                   "description": "language of the reasons and warnings (keys and statuses stay English)"}
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "tokens are set and the request has no valid Authorization: Bearer token"},
+    413: {"description": "the body is over the limit"},
+    422: {"description": "the record (or the batch body) cannot be read: the fields, never their values"}}
 
 logger = logging.getLogger("nlc_screen.service")
 
@@ -189,7 +205,8 @@ def create_app(*, rules: str | None = None, log_url: str | None = None,
         logger.error("request failed: %s", type(exc).__name__)
         return _problem(503, str(exc))
 
-    @app.post("/screen", summary="Screen one record; the decision is appended to the screening log")
+    @app.post("/screen", summary="Screen one record; the decision is appended to the screening log",
+              openapi_extra={"requestBody": _RECORD_BODY, "parameters": [_LANG_PARAMETER]}, responses=_ANSWERS)
     async def screen(request: Request, who: str = Depends(screener_for), lang: str = Depends(lang_of)) -> Response:
         body = await _body(request, MAX_RECORD_BYTES)
         if isinstance(body, Response):
@@ -205,7 +222,8 @@ def create_app(*, rules: str | None = None, log_url: str | None = None,
                     row["category"])
         return _json(row)
 
-    @app.post("/screen/batch", summary="Screen a JSON array or JSON Lines; one row per record, logged together")
+    @app.post("/screen/batch", summary="Screen a JSON array or JSON Lines; one row per record, logged together",
+              openapi_extra={"requestBody": _BATCH_BODY, "parameters": [_LANG_PARAMETER]}, responses=_ANSWERS)
     async def screen_batch(request: Request, who: str = Depends(screener_for),
                            lang: str = Depends(lang_of)) -> Response:
         body = await _body(request, MAX_BATCH_BYTES)
@@ -221,7 +239,7 @@ def create_app(*, rules: str | None = None, log_url: str | None = None,
                     sum(1 for row in rows if row["decision"] == "error"))
         return _json(rows)
 
-    @app.get("/candidates/{candidate_id}", summary="A candidate's decisions in the screening log, oldest first")
+    @app.get("/candidates/{candidate_id:path}", summary="A candidate's decisions in the screening log, oldest first")
     def candidate(candidate_id: str, site: str | None = None, _who: str = Depends(screener_for)) -> Response:
         history = screening_log.history(candidate_id, site)
         if not history:
@@ -235,9 +253,14 @@ def create_app(*, rules: str | None = None, log_url: str | None = None,
     @app.get("/audit", summary="CONSORT counts of the current decisions in the screening log")
     def audit(site: str | None = None, since: dt.date | None = None, until: dt.date | None = None,
               expect: str | None = None, _who: str = Depends(screener_for)) -> Response:
+        if expect is not None and not _EXPECTATION.match(expect):  # a flow's name, never a path on the server
+            return _problem(400, "expect names an expected flow of the pack, such as figure1")
         rows = screening_log.current_rows(site=site, since=since, until=until)
-        result = audit_rows(rows, rules=f"{ruleset.pack}/{ruleset.name}@{ruleset.version}" if ruleset.pack
-                            else ruleset.path, expect=expect)
+        try:
+            result = audit_rows(rows, rules=f"{ruleset.pack}/{ruleset.name}@{ruleset.version}" if ruleset.pack
+                                else ruleset.path, expect=expect)
+        except (RuleDefinitionError, RulesetNotFound):
+            return _problem(404, f"no expected flow named {expect} in pack {ruleset.pack or ruleset.name}")
         return JSONResponse(result.to_dict())
 
     @app.get("/rules", summary="The criteria set in use")

@@ -211,7 +211,7 @@ def test_a_bad_log_url_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_migrations_create_the_log_from_empty(log_url: str) -> None:
     log = _log(log_url)
-    assert revision(log.engine) == "0002"
+    assert revision(log.engine) == "0003"
     tables = set(inspect(log.engine).get_table_names())
     assert {"entries", "records", "batches", "alembic_version"} <= tables
     assert "ix_entries_candidate" in {ix["name"] for ix in inspect(log.engine).get_indexes("entries")}
@@ -233,7 +233,7 @@ def test_migrations_upgrade_a_log_from_the_first_revision_keeping_its_entries(lo
         conn.execute(text("INSERT INTO records (entry_id, input_sha256, body) VALUES ('e-1', 'h', :b)"), {"b": record})
     engine.dispose()
     log = _log(log_url)  # opening it upgrades it
-    assert revision(log.engine) == "0002"
+    assert revision(log.engine) == "0003"
     assert [r["candidate_id"] for r in log.current_rows()] == ["M-1"]
     with log.engine.connect() as conn:
         assert conn.execute(text("SELECT screener, source FROM batches")).one() == \
@@ -288,3 +288,35 @@ def test_screen_with_workers_logs_exactly_the_rows_it_writes(tmp_path: Path) -> 
     written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     logged = list(_log(url).current_rows())
     assert logged == written and len(written) == 310
+
+
+def test_importing_an_older_log_does_not_make_its_decisions_current(log_url: str, tmp_path: Path) -> None:
+    older = f"sqlite:///{tmp_path / 'older.sqlite3'}"
+    first, t1 = _screen(base_record(candidate_id="O-1", consent="pending"))
+    _log(older).append([Entry(first, t1, "line 1")], screener="desk", source="s")
+    later, t2 = _screen(base_record(candidate_id="O-1", consent="signed"))
+    _log(log_url).append([Entry(later, t2, "line 1")], screener="desk", source="s")
+    exported = tmp_path / "older.jsonl"
+    _run("log", "export", older, "-o", str(exported))
+    assert _run("log", "import", str(exported), log_url).exit_code == 0
+    current = list(_log(log_url).current_rows())
+    assert [r["category"] for r in current] == ["randomized"]  # the later decision, whatever the import order
+    assert [h["row"]["category"] for h in _log(log_url).history("O-1", "test site")] == ["pending", "randomized"]
+
+
+def test_unreadable_records_of_two_runs_stay_two(log_url: str, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"candidate_id":"U-1","screening_start":"2023-03-01"}\n[1]\n', encoding="utf-8")
+    for _ in range(2):
+        _run("screen", str(source), "--format", "jsonl", "--log", log_url)
+    report = json.loads(_run("audit", "--log", log_url, "--format", "json").output)
+    assert report["counts"]["errors"] == 2 and report["counts"]["assessed"] == 1  # U-1 once, each "line 2" apart
+
+
+def test_long_ids_are_kept_whole(log_url: str) -> None:
+    log = _log(log_url)
+    long_a, long_b = "L" * 205 + "a", "L" * 205 + "b"
+    rows = [Entry(*_screen(base_record(candidate_id=cid)), position=cid[-1]) for cid in (long_a, long_b)]
+    log.append(rows, screener="x", source="s")
+    assert sorted(r["candidate_id"] for r in log.current_rows()) == [long_a, long_b]
+    assert len(log.history(long_b, "test site")) == 1

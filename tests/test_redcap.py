@@ -79,7 +79,7 @@ def test_the_dictionary_follows_the_record_and_its_criteria() -> None:
     assert rows["nlc_confirmed"]["Field Type"] == "yesno"
     assert rows["cond_tumor_site"]["Branching Logic (Show field only if...)"] == \
         "[cond_malignant_tumor] = 'active' or [cond_malignant_tumor] = 'history'"
-    assert rows["night2"]["Branching Logic (Show field only if...)"] == "[diary_nights] >= 2"
+    assert rows["night2"]["Branching Logic (Show field only if...)"] == "[diary_nights] <> ''"
     assert rows["night1"]["Field Label"] == "Night 1 of the diary (D0 + 0): cramp episodes"
     assert (rows["night14"]["Text Validation Type OR Show Slider Number"], rows["night14"]["Text Validation Min"]) == \
         ("integer", "0")
@@ -226,3 +226,53 @@ def test_the_second_packs_instrument_round_trips_too(tmp_path: Path) -> None:
     a = [json.loads(line) for line in direct.stdout.splitlines()]
     b = [json.loads(line) for line in via.stdout.splitlines()]
     assert len(a) == len(records) and _decisions(b) == _decisions(a)
+
+
+def _one_export(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    instrument = load_instrument(screening.load_ruleset())
+    header = export_header(instrument)
+    main, repeats = export_row_cells(instrument, record)
+    return header, [main, *repeats]
+
+
+def _screen_csv(tmp_path: Path, header: list[str], rows: list[list[str]]) -> Any:
+    export = tmp_path / "e.csv"
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    export.write_text(out.getvalue(), encoding="utf-8")
+    return _run("screen", str(export), "--input-format", "redcap", "--format", "jsonl")
+
+
+WARFARIN = {"candidate_id": "W-1", "site": "A", "screening_start": "2023-03-01", "birth_date": "1950-01-01",
+            "medication_history_taken": True, "consent": "signed",
+            "medications": [{"name": "warfarin sodium 3 mg", "atc": "B01AA03", "ongoing": True}]}
+
+
+def test_a_medication_never_goes_missing_silently(tmp_path: Path) -> None:
+    header, rows = _one_export(WARFARIN)
+    assert json.loads(_screen_csv(tmp_path, header, rows).stdout)["criteria"]["E14"]["status"] == "met"
+    # the repeat columns dropped: the medication rows cannot be told apart from records
+    keep = [i for i, h in enumerate(header) if not h.startswith("redcap_repeat")]
+    dropped = _screen_csv(tmp_path, [header[i] for i in keep], [[r[i] for i in keep] for r in rows])
+    assert dropped.exit_code == 1 and "redcap_repeat_instrument" in dropped.output
+    # a medication's value on the record's own row: an error row, never a record without it
+    merged = list(rows[0])
+    merged[header.index("med_name")] = "warfarin"
+    one = json.loads(_screen_csv(tmp_path, header, [merged]).stdout)
+    assert one["decision"] == "error" and one["error_fields"] == ["med_name"]
+
+
+def test_columns_of_another_project_and_second_rows_are_refused(tmp_path: Path) -> None:
+    header, rows = _one_export(WARFARIN)
+    renamed = ["record_id", *header[1:]]
+    other = _screen_csv(tmp_path, renamed, rows)
+    assert other.exit_code == 1 and "no candidate_id column" in other.output and "record_id" in other.output
+    extra = _screen_csv(tmp_path, [*header, "favourite_colour"], [[*r, ""] for r in rows])
+    assert extra.exit_code == 1 and "favourite_colour" in extra.output
+    system = _screen_csv(tmp_path, [*header, "nlc_screening_complete"], [[*r, "2"] for r in rows])
+    assert system.exit_code == 0, system.output  # REDCap's own columns are fine
+    twice = _screen_csv(tmp_path, header, [rows[0], rows[0], *rows[1:]])
+    row = json.loads(twice.stdout)
+    assert row["decision"] == "error" and "a second row for this record" in row["error"]
