@@ -224,10 +224,16 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
 @log_option("Also append every decision (and its input record) to the screening log.")
 @click.option("--screener", default=None, envvar="NLC_SCREEN_SCREENER", metavar="NAME",
               help="Who is screening, as the screening log keeps it (default: the login name).")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="dask: SOURCE is a directory or glob of partitions (JSON Lines, Parquet, …) screened on a Dask "
+                   "cluster, one decision file per partition in the -o directory (docs/cluster.md).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="With --engine dask: the cluster's scheduler (tcp://host:8786); default: a local cluster of "
+                   "--workers processes.")
 def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, output: str,
            include_record: bool, compare_spec: str | None, check_duplicates: bool, workers: int,
            csv_formula_guard: bool, progress: bool | None, brief: bool, lang: str, log_url: str | None,
-           screener: str | None) -> None:
+           screener: str | None, engine: str, scheduler: str | None) -> None:
     """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
 
     Writes one decision per input record, in input order. A record that cannot be read becomes an
@@ -243,6 +249,14 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
         raise click.UsageError("--brief shapes the text output; it does not apply to --format " + fmt)
     ruleset = _load(rules_spec, lang)
     lang = lang if ruleset.speaks(lang) else DEFAULT_LANG
+    if engine == "dask":
+        given = click.get_current_context().get_parameter_source("workers") is not click.core.ParameterSource.DEFAULT
+        _screen_on_dask(source, output, ruleset, scheduler=scheduler, workers=workers if given else None, lang=lang,
+                        include_record=include_record, others={"--log": log_url, "--compare-with": compare_spec,
+                                                               "--brief": brief or None, "--input-format": input_format})
+        return
+    if scheduler is not None:
+        raise click.UsageError("--scheduler is for --engine dask")
     other = _load(compare_spec) if compare_spec else None
     name = None if source == "-" else source
     show = sys.stderr.isatty() if progress is None else progress
@@ -271,6 +285,26 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
     message = result.summary()
     if message:
         click.echo(message, err=True)
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+def _screen_on_dask(source: str, output: str, ruleset: screening.Ruleset, *, scheduler: str | None,
+                    workers: int | None, lang: str, include_record: bool, others: dict[str, Any]) -> None:
+    """``screen --engine dask``: partitions in, one decision file per partition out, a summary on stderr."""
+    given = [name for name, value in others.items() if value]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} cannot be used with --engine dask")
+    if output == "-":
+        raise click.UsageError("--engine dask writes one decision file per partition: name a directory with -o")
+    from screening.cluster import screen_partitions
+
+    try:
+        result = screen_partitions(source, output, ruleset, scheduler=scheduler, workers=workers, lang=lang,
+                                   include_record=include_record)  # workers None: one per core (or any that join)
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    click.echo(result.summary(), err=True)  # values from records are escaped in it
     if result.exit_code:
         sys.exit(result.exit_code)
 
@@ -330,10 +364,17 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
             result = audit_mod.audit_rows(rows, rules=rules_spec, expect=expect, load=load)
         else:
             assert decisions is not None
-            with _open_input(decisions) as stream:
-                rows = audit_mod.read_rows(stream, name="input" if decisions == "-" else decisions)
+            if decisions != "-" and os.path.isdir(decisions):  # the output directory of screen --engine dask
+                from screening.cluster import read_output_dir
+
+                rows = read_output_dir(decisions)
                 rows = list(rows) if by or show_pending else rows
                 result = audit_mod.audit_rows(rows, rules=rules_spec, expect=expect, load=load)
+            else:
+                with _open_input(decisions) as stream:
+                    rows = audit_mod.read_rows(stream, name="input" if decisions == "-" else decisions)
+                    rows = list(rows) if by or show_pending else rows
+                    result = audit_mod.audit_rows(rows, rules=rules_spec, expect=expect, load=load)
         waiting = audit_mod.pending(rows, result.counts.ruleset) if show_pending else None
         groups = audit_mod.breakdown(rows, by, result.counts.ruleset, load) if by else None
     except screening.ScreeningError as exc:
