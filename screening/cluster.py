@@ -77,6 +77,7 @@ from .errors import (
 )
 from .io import Item, RecordStream
 from .protocol import Ruleset
+from .scale import keep_freed_memory
 from .text import visible
 
 #: File names taken from an input directory (hidden files, ``_``-files such as ``_SUCCESS`` or
@@ -448,24 +449,6 @@ _MY_VERSIONS: dict[str, dict[str, str | None]] = {}
 _SCREENING_LOCK = threading.Lock()
 
 
-def _keep_freed_memory() -> None:
-    """Ask glibc's malloc to keep freed memory (trim above 128 MiB, mmap above 64 MiB), as the ``--workers``
-    pool does (:mod:`screening.scale`). Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``
-    (``distributed.nanny.pre-spawn-environ``), which returns every freed 64 KiB to the kernel at once: the
-    heap is then trimmed and regrown around each batch of rows, in page faults and system time (measured:
-    2.0 s of system time for 125,000 records on 2 workers, against 0.7 s for ``--workers 2``). Memory stays
-    bounded: at most that much freed memory is kept. Does nothing off glibc."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_trim_threshold, 128 << 20)
-        libc.mallopt(m_mmap_threshold, 64 << 20)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-
-
 def _where() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
@@ -486,7 +469,10 @@ def _worker_screener(spec: str, sha256: str, lang: str, versions: dict[str, str 
         if screener is not None:
             return screener
         if not _SCREENERS:  # this process's first partition
-            _keep_freed_memory()
+            # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536: every freed 64 KiB goes back to the
+            # kernel and the heap regrows around each batch (2.0 s of system time for 125,000 records on 2
+            # workers, against 0.7 s for --workers 2): keep freed memory as the --workers pool does
+            keep_freed_memory()
         try:
             ruleset = load_ruleset(spec)
         except (RulesetNotFound, RuleDefinitionError) as exc:

@@ -80,7 +80,7 @@ POLL_SECONDS = 0.5
 DEAD_GRACE_SECONDS = 3.0
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Ask glibc's malloc to keep freed memory instead of returning it to the kernel at once.
 
     Chunks move between processes as multi-megabyte strings; with glibc's defaults the heap is
@@ -265,7 +265,7 @@ class _Pipeline:
         first = list(itertools.islice(tasks, self.workers))
         if not first:
             return
-        _keep_freed_memory()  # before the fork: the workers inherit it
+        keep_freed_memory()  # before the fork: the workers inherit it
         pool = ProcessPoolExecutor(max_workers=len(first), mp_context=get_context("fork"),
                                    initializer=_init_worker, initargs=(self.ruleset, self.options, os.getpid()))
         source = itertools.chain(first, tasks)
