@@ -24,6 +24,7 @@ import click
 
 import screening
 from screening import audit as audit_mod
+from screening.attrition import attrition_report
 from screening.batch import INPUT_FORMATS, MAX_WORKERS, screen_batch
 from screening.errors import (
     EXIT_BROKEN_PIPE,
@@ -315,7 +316,8 @@ def _screen_on_dask(source: str, output: str, ruleset: screening.Ruleset, *, sch
               help="Criteria set the decisions were made with (default: the one stamped on them).")
 @click.option("--expect", default=None, metavar="NAME|PATH",
               help="Compare with an expected flow (figure1: the paper's Figure 1); exit 1 on any difference.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True,
+              help="csv: the --attrition table alone, one row per group and step.")
 @lang_option
 @log_option("Count the current decision of every candidate in the screening log instead of a file.")
 @click.option("--site", default=None, help="With --log: only this site's candidates.")
@@ -332,9 +334,12 @@ def _screen_on_dask(source: str, output: str, ruleset: screening.Ruleset, *, sch
 @click.option("--diagram", "diagram", default=None, metavar="FILE.svg|.png|.dot|.mmd",
               help="Also draw the enrollment part of the CONSORT flow diagram (labels in --lang). SVG and PNG need "
                    "Graphviz's dot; DOT and Mermaid need nothing.")
+@click.option("--attrition", "show_attrition", is_flag=True,
+              help="Add the attrition: candidates remaining after each criterion in precedence order, those "
+                   "excluded by that criterion only, and by it among others (with --by, per group too).")
 def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt: str, lang: str,
           log_url: str | None, site: str | None, since: dt.datetime | None, until: dt.datetime | None,
-          by: str | None, show_pending: bool, diagram: str | None) -> None:
+          by: str | None, show_pending: bool, diagram: str | None, show_attrition: bool) -> None:
     """Count decisions into the CONSORT enrollment boxes and check the arithmetic.
 
     Reads `nlc-screen screen` output (JSON Lines or a JSON array), or with --log the screening log
@@ -346,7 +351,11 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
         nlc-screen audit decisions.jsonl --expect figure1
 
         nlc-screen audit --log --site Chengdu-3 --since 2023-01-01
+
+        nlc-screen audit decisions.jsonl --attrition --by site --format csv > attrition.csv
     """
+    if fmt == "csv" and not show_attrition:
+        raise click.UsageError("--format csv writes the attrition table: use it with --attrition")
     if (decisions is None) == (log_url is None):
         raise click.UsageError("give a DECISIONS file (or - for standard input), or --log, not both")
     if log_url is None and (site or since or until):
@@ -388,12 +397,18 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
             write_diagram(result.counts, diagram, shown_lang)
         except screening.ScreeningError as exc:
             raise _failure(exc) from None
-    if fmt == "json":
+    losses = attrition_report(result.counts, groups) if show_attrition else None
+    if fmt == "csv":
+        assert losses is not None
+        click.echo(losses.csv(), nl=False)
+    elif fmt == "json":
         report = result.to_dict()
         if groups is not None:
             report["breakdown"] = groups.to_dict()
         if waiting is not None:
             report["pending"] = waiting.to_dict()
+        if losses is not None:
+            report["attrition"] = losses.to_dict()
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         if groups is not None and by == "ruleset":  # each set counted apart: the breakdown is the report
@@ -404,6 +419,8 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
                 click.echo("\n" + groups.text(shown_lang), nl=False)
         if waiting is not None:
             click.echo("\n" + waiting.text(shown_lang), nl=False)
+        if losses is not None:
+            click.echo("\n" + losses.text(shown_lang), nl=False)
     if by == "ruleset" and groups is not None:
         sys.exit(1 if any(g.arithmetic() for g in groups.groups.values()) else 0)
     if result.exit_code:

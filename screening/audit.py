@@ -56,8 +56,10 @@ class ConsortCounts:
     only_reason: Counter[str] = field(default_factory=Counter)
     primary: Counter[str] = field(default_factory=Counter)
     stamps: Counter[str] = field(default_factory=Counter)
-    #: (excluding box — a category, or category.subcategory —, primary criterion) -> candidates
+    #: (box — a category, or category.subcategory —, primary criterion) -> candidates
     box_primary: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: the criteria each candidate fails, in precedence order -> candidates (attrition is derived from it)
+    failing: Counter[tuple[str, ...]] = field(default_factory=Counter)
 
     @property
     def candidates(self) -> int:
@@ -114,6 +116,19 @@ class ConsortCounts:
             problems.append("no decision rows in the input")
         return problems
 
+    def excluded_first(self, cid: str) -> int:
+        """Excluded candidates whose box ``cid`` decided (their primary criterion); over all criteria
+        these add up to Excluded."""
+        return sum(self.box_primary[(box, cid)] for box in self._excluding_boxes())
+
+    def excluded_any(self, cid: str) -> int:
+        """Candidates failing ``cid``, whatever else they fail (a candidate counts under each criterion it fails)."""
+        return sum(n for failed, n in self.failing.items() if cid in failed)
+
+    def pending_first(self, cid: str) -> int:
+        """Undetermined candidates whose first open criterion is ``cid`` (the one their decision names)."""
+        return self.box_primary[(self.ruleset.consort["undetermined"], cid)]
+
     def primary_breakdown(self, box: str) -> list[tuple[str, int]]:
         """The candidates of an excluding box (``category`` or ``category.subcategory``) by the criterion
         that excluded them, in precedence order; they add up to the box."""
@@ -125,7 +140,9 @@ class ConsortCounts:
             "rows": {"read": self.rows, "superseded": self.superseded, "candidates": self.candidates},
             "counts": self.flat(),
             "criteria": {cid: {s: self.criteria.get(cid, Counter())[s] for s in STATUSES} | {
-                "excluded_by_this_only": self.only_reason[cid], "primary": self.primary[cid]}
+                "excluded_first": self.excluded_first(cid), "excluded_by_this_only": self.only_reason[cid],
+                "excluded_any": self.excluded_any(cid), "pending_first": self.pending_first(cid),
+                "primary": self.primary[cid]}
                 for cid in self.ruleset.precedence},
             "by_primary_criterion": {box: dict(self.primary_breakdown(box)) for box in self._excluding_boxes()},
             "arithmetic_problems": self.arithmetic(),
@@ -152,6 +169,7 @@ class _Contribution(NamedTuple):
     primary: str | None
     statuses: tuple[tuple[str, str], ...]
     only_reason: str | None
+    failing: tuple[str, ...] = ()
 
 
 def _contribution(row: dict[str, Any], ruleset: Ruleset) -> _Contribution:
@@ -168,10 +186,13 @@ def _contribution(row: dict[str, Any], ruleset: Ruleset) -> _Contribution:
         if cid in crits and crits[cid].fails(status):
             failing.append(cid)
     only = failing[0] if row.get("decision") == "excluded" and len(failing) == 1 else None
+    if len(failing) > 1:
+        rank = ruleset.rank
+        failing.sort(key=lambda cid: rank[cid])
     category = str(row.get("category"))
     sub = row.get("subcategory")
     return _Contribution(stamp_text, False, category, f"{category}.{sub}" if sub else None,
-                         row.get("primary_criterion") or None, tuple(statuses), only)
+                         row.get("primary_criterion") or None, tuple(statuses), only, tuple(failing))
 
 
 def count(rows: Iterable[dict[str, Any]], ruleset: Ruleset) -> ConsortCounts:
@@ -221,6 +242,8 @@ def count(rows: Iterable[dict[str, Any]], ruleset: Ruleset) -> ConsortCounts:
             counts.criteria.setdefault(cid, Counter())[status] += n
         if made.only_reason:
             counts.only_reason[made.only_reason] += n
+        if made.failing:
+            counts.failing[made.failing] += n
     return counts
 
 
@@ -650,8 +673,10 @@ def render(counts: ConsortCounts, expected: dict[str, Any] | None = None, lang: 
     for cid in counts.ruleset.precedence:
         c = counts.criteria.get(cid, Counter())
         title = clip(counts.ruleset.criteria[cid].title_in(lang), 30)
-        out.append(f"  {cid:<4} {pad(title, 30)} {c['met']:>5} {c['not_met']:>8} "
-                   f"{c['unknown']:>8} {c['review']:>7} {counts.primary[cid]:>8} {counts.only_reason[cid]:>22}")
+        out.append(f"  {cid:<4} {pad(title, 30)} {c['met']:>5} {c['not_met']:>8} {c['unknown']:>8} {c['review']:>7} "
+                   f"{counts.excluded_first(cid):>17} {counts.only_reason[cid]:>5} {counts.excluded_any(cid):>5} "
+                   f"{counts.pending_first(cid):>16}")
+    out += say("audit_per_criterion_legend").split("\n")
     if expected is not None:
         diffs = compare(counts, expected)
         out.append("")

@@ -135,8 +135,36 @@ MESSAGES: dict[str, dict[str, str]] = {
     "audit_arithmetic": {"en": "Arithmetic: ", "zh": "算术核对："},
     "audit_consistent": {"en": "consistent", "zh": "一致"},
     "audit_per_criterion": {
-        "en": "Per criterion (precedence order)      met  not_met  unknown  review  primary  excluded-by-this-only",
-        "zh": "各项标准（按优先顺序）                met  not_met  unknown  review  primary  excluded-by-this-only"},
+        "en": "Per criterion (precedence order)      met  not_met  unknown  review   excluded: first  only   any"
+              "   pending: first",
+        "zh": "各项标准（按优先顺序）                met  not_met  unknown  review   排除：首要       唯一   任一"
+              "   待定：首个"},
+    "audit_per_criterion_legend": {
+        "en": "  met … review: candidates by the criterion's status. Excluded — first: the excluded candidates whose\n"
+              "  box this criterion decided (their first failing criterion in precedence order; the column adds up\n"
+              "  to Excluded); only: failing this criterion and no other; any: failing it whatever else they fail\n"
+              "  (a candidate counts under every criterion it fails). Pending — first: undetermined candidates\n"
+              "  whose first open criterion this is.",
+        "zh": "  met … review：按该标准状态统计的候选人数。排除 — 首要：由该标准决定排除类别的候选人\n"
+              "  （按优先顺序第一个未通过的标准；该列合计等于排除总数）；唯一：仅未通过该标准；任一：未通过\n"
+              "  该标准的全部候选人（未通过多项者在每一项下各计一次）。待定 — 首个：该标准是其第一个未决标准\n"
+              "  的尚无法判定候选人。"},
+    "attrition_title": {"en": "Attrition in precedence order: {n} assessed",
+                        "zh": "按优先顺序的逐项剔除：共评估 {n} 人"},
+    "attrition_group": {"en": "{field} {value}: {n} assessed", "zh": "{field} {value}：共评估 {n} 人"},
+    "attrition_head": {"en": "  step criterion                                  removed  remaining     only      any",
+                       "zh": "  步骤 标准                                         剔除       剩余     唯一     任一"},
+    "attrition_total": {"en": "  excluded {excluded}; not excluded by any criterion {remaining}",
+                        "zh": "  共排除 {excluded} 人；未被任何标准排除 {remaining} 人"},
+    "attrition_check": {"en": "does not add up: {problem}", "zh": "不一致：{problem}"},
+    "attrition_legend": {
+        "en": "removed: candidates whose first failing criterion (in precedence order) this is; remaining: "
+              "candidates left after it.\nonly: failing this criterion and no other (dropping it would let them "
+              "through); any: failing it whatever else they fail\n(a candidate counts under every criterion it "
+              "fails, so the column can add up to more than the excluded).",
+        "zh": "剔除：按优先顺序第一个未通过该标准的候选人；剩余：经该步后剩下的候选人。\n唯一：仅未通过该标准"
+              "（若取消该标准，这些人即可通过）；任一：未通过该标准的全部候选人\n（未通过多项者在每一项下各计一次，"
+              "故该列合计可多于排除人数）。"},
     "audit_differs": {"en": "expected {want}  <-- differs", "zh": "应为 {want}  <-- 不一致"},
     "audit_compared_diff": {"en": "Compared with {title}: {n} difference(s)", "zh": "与 {title} 比较：{n} 处不一致"},
     "audit_diff": {"en": "{box}: expected {want}, got {got}", "zh": "{box}：应为 {want}，实为 {got}"},

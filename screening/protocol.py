@@ -224,6 +224,11 @@ class Ruleset:
         return [self.criteria[cid] for cid in self.precedence]
 
     @cached_property
+    def rank(self) -> dict[str, int]:
+        """Criterion id -> its place in the precedence order."""
+        return {cid: i for i, cid in enumerate(self.precedence)}
+
+    @cached_property
     def flat_rules(self) -> tuple[tuple[str, Rule], ...]:
         """Every rule of every criterion, in precedence order: the engine's rule numbers."""
         return tuple((c.id, rule) for c in self.ordered for rule in c.rules)
