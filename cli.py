@@ -334,12 +334,16 @@ def _screen_on_dask(source: str, output: str, ruleset: screening.Ruleset, *, sch
 @click.option("--diagram", "diagram", default=None, metavar="FILE.svg|.png|.dot|.mmd",
               help="Also draw the enrollment part of the CONSORT flow diagram (labels in --lang). SVG and PNG need "
                    "Graphviz's dot; DOT and Mermaid need nothing.")
+@click.option("--report", "report", default=None, metavar="FILE.html",
+              help="Also write the coordinator's report: one self-contained, printable page with the diagram, "
+                   "the counts, the breakdown by --by (default: site), the attrition and the pending candidates "
+                   "(needs Graphviz's dot).")
 @click.option("--attrition", "show_attrition", is_flag=True,
               help="Add the attrition: candidates remaining after each criterion in precedence order, those "
                    "excluded by that criterion only, and by it among others (with --by, per group too).")
 def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt: str, lang: str,
           log_url: str | None, site: str | None, since: dt.datetime | None, until: dt.datetime | None,
-          by: str | None, show_pending: bool, diagram: str | None, show_attrition: bool) -> None:
+          by: str | None, show_pending: bool, diagram: str | None, report: str | None, show_attrition: bool) -> None:
     """Count decisions into the CONSORT enrollment boxes and check the arithmetic.
 
     Reads `nlc-screen screen` output (JSON Lines or a JSON array), or with --log the screening log
@@ -353,6 +357,8 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
         nlc-screen audit --log --site Chengdu-3 --since 2023-01-01
 
         nlc-screen audit decisions.jsonl --attrition --by site --format csv > attrition.csv
+
+        nlc-screen audit decisions.jsonl --expect figure1 --report figure1.html --lang zh
     """
     if fmt == "csv" and not show_attrition:
         raise click.UsageError("--format csv writes the attrition table: use it with --attrition")
@@ -369,7 +375,7 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
             log = _open_log(log_url)
             rows: Any = log.current_rows(site=site, since=since.date() if since else None,
                                          until=until.date() if until else None)
-            rows = list(rows) if by or show_pending else rows
+            rows = list(rows) if by or show_pending or report else rows
             result = audit_mod.audit_rows(rows, rules=rules_spec, expect=expect, load=load)
         else:
             assert decisions is not None
@@ -377,15 +383,17 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
                 from screening.cluster import read_output_dir
 
                 rows = read_output_dir(decisions)
-                rows = list(rows) if by or show_pending else rows
+                rows = list(rows) if by or show_pending or report else rows
                 result = audit_mod.audit_rows(rows, rules=rules_spec, expect=expect, load=load)
             else:
                 with _open_input(decisions) as stream:
                     rows = audit_mod.read_rows(stream, name="input" if decisions == "-" else decisions)
-                    rows = list(rows) if by or show_pending else rows
+                    rows = list(rows) if by or show_pending or report else rows
                     result = audit_mod.audit_rows(rows, rules=rules_spec, expect=expect, load=load)
-        waiting = audit_mod.pending(rows, result.counts.ruleset) if show_pending else None
+        waiting = audit_mod.pending(rows, result.counts.ruleset) if show_pending or report else None
         groups = audit_mod.breakdown(rows, by, result.counts.ruleset, load) if by else None
+        page_groups = groups if groups is not None or not report else \
+            audit_mod.breakdown(rows, "site", result.counts.ruleset, load)
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
     ruleset = result.counts.ruleset
@@ -398,18 +406,30 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
         except screening.ScreeningError as exc:
             raise _failure(exc) from None
     losses = attrition_report(result.counts, groups) if show_attrition else None
+    if report is not None:
+        from screening.report import html_report, write_report
+
+        assert waiting is not None and page_groups is not None
+        try:
+            write_report(report, html_report(result, groups=page_groups, waiting=waiting, lang=shown_lang,
+                                             losses=attrition_report(result.counts, page_groups),
+                                             source=_source_name(decisions, log_url)))
+        except screening.ScreeningError as exc:
+            raise _failure(exc) from None
+        if not show_pending:
+            waiting = None
     if fmt == "csv":
         assert losses is not None
         click.echo(losses.csv(), nl=False)
     elif fmt == "json":
-        report = result.to_dict()
+        summary = result.to_dict()
         if groups is not None:
-            report["breakdown"] = groups.to_dict()
+            summary["breakdown"] = groups.to_dict()
         if waiting is not None:
-            report["pending"] = waiting.to_dict()
+            summary["pending"] = waiting.to_dict()
         if losses is not None:
-            report["attrition"] = losses.to_dict()
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+            summary["attrition"] = losses.to_dict()
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
         if groups is not None and by == "ruleset":  # each set counted apart: the breakdown is the report
             click.echo(groups.text(shown_lang), nl=False)
@@ -425,6 +445,15 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
         sys.exit(1 if any(g.arithmetic() for g in groups.groups.values()) else 0)
     if result.exit_code:
         sys.exit(result.exit_code)
+
+
+def _source_name(decisions: str | None, log_url: str | None) -> str:
+    """What a report says its rows came from: the file, standard input, or the log (no password shown)."""
+    if log_url is not None:
+        from screening.log import shown_url
+
+        return shown_url(log_url)
+    return "standard input" if decisions in (None, "-") else str(decisions)
 
 
 @main.command()

@@ -16,15 +16,15 @@ import shutil
 from pathlib import Path
 
 from .audit import ConsortCounts
-from .errors import ScreeningError
+from .errors import ReportError
 from .i18n import DEFAULT_LANG, message
 
 #: The formats :func:`write_diagram` writes, by suffix.
 DIAGRAM_FORMATS = (".svg", ".png", ".dot", ".mmd")
 
 
-class DiagramError(ScreeningError):
-    """The diagram cannot be drawn (an unknown format, or Graphviz missing)."""
+#: The diagram cannot be drawn (an unknown format, or Graphviz missing).
+DiagramError = ReportError
 
 
 def _boxes(counts: ConsortCounts, lang: str) -> tuple[str, list[tuple[str, int, list[tuple[str, int]]]], str, int,
@@ -101,32 +101,38 @@ def consort_mermaid(counts: ConsortCounts, lang: str = DEFAULT_LANG) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_diagram(counts: ConsortCounts, path: str | Path, lang: str = DEFAULT_LANG) -> None:
-    """Write the diagram to ``path`` in the format its suffix names (:data:`DIAGRAM_FORMATS`).
+def render_diagram(counts: ConsortCounts, fmt: str, lang: str = DEFAULT_LANG) -> bytes:
+    """The diagram in ``fmt`` (a suffix of :data:`DIAGRAM_FORMATS`, such as ``.svg``).
 
-    :raises DiagramError: an unknown suffix, or ``.svg``/``.png`` without Graphviz's ``dot``.
+    :raises DiagramError: an unknown format, or ``.svg``/``.png`` without Graphviz's ``dot``.
     """
-    target = Path(path)
-    suffix = target.suffix.lower()
+    suffix = fmt.lower()
     if suffix not in DIAGRAM_FORMATS:
         raise DiagramError(f"the diagram's file name ends in {', '.join(DIAGRAM_FORMATS)}, not {suffix or 'nothing'}")
     if suffix == ".mmd":
-        _write(target, consort_mermaid(counts, lang).encode())
-        return
+        return consort_mermaid(counts, lang).encode()
     dot = consort_dot(counts, lang)
     if suffix == ".dot":
-        _write(target, dot.encode())
-        return
+        return dot.encode()
     if shutil.which("dot") is None:
         raise DiagramError(f"drawing {suffix} needs Graphviz's dot program: install it (Debian/Ubuntu: "
                            f"apt-get install graphviz; macOS: brew install graphviz), or write .dot or .mmd")
     import graphviz
 
     try:
-        data = graphviz.Source(dot).pipe(format=suffix[1:])
+        data: bytes = graphviz.Source(dot).pipe(format=suffix[1:])
     except (graphviz.ExecutableNotFound, graphviz.CalledProcessError) as exc:
         raise DiagramError(f"Graphviz could not draw the diagram: {str(exc).splitlines()[0][:200]}") from None
-    _write(target, data)
+    return data
+
+
+def write_diagram(counts: ConsortCounts, path: str | Path, lang: str = DEFAULT_LANG) -> None:
+    """Write the diagram to ``path`` in the format its suffix names (:data:`DIAGRAM_FORMATS`).
+
+    :raises DiagramError: an unknown suffix, or ``.svg``/``.png`` without Graphviz's ``dot``.
+    """
+    target = Path(path)
+    _write(target, render_diagram(counts, target.suffix, lang))
 
 
 def _write(target: Path, data: bytes) -> None:

@@ -128,3 +128,7 @@ EXIT_BROKEN_PIPE = 141
 
 class OutputError(ScreeningError):
     """The output cannot be written (or would overwrite the input). Exit code 4."""
+
+
+class ReportError(ScreeningError):
+    """A report or diagram cannot be made: an unknown format, Graphviz missing, a file not writable."""
