@@ -605,6 +605,7 @@ def compare(items: Iterable[Item | Given], old: Ruleset, new: Ruleset, *, lang: 
     loose: Counter[tuple[str, str]] = Counter()  # error rows with no readable id: each its own candidate
     loose_unreadable: list[Unreadable] = []
     sites: dict[str, str] = {}
+    shared: dict[_Seen, _Seen] = {}
     other_primary = 0
     try:
         for item in items:
@@ -620,6 +621,7 @@ def compare(items: Iterable[Item | Given], old: Ruleset, new: Ruleset, *, lang: 
             before, after = _outcome(old_row), _outcome(new_row)
             seen = _Seen(before.box, after.box, before.box == after.box and before.decision == after.decision
                          and before.primary_criterion != after.primary_criterion)
+            seen = shared.setdefault(seen, seen)  # a few distinct values, shared by every candidate
             change = None
             if (before.decision, before.category, before.subcategory) != (after.decision, after.category,
                                                                           after.subcategory):

@@ -209,3 +209,23 @@ def test_usage_errors() -> None:
     assert _run("registry-2023", "paper-2024", FIGURE1, "--site", "x").exit_code == 2
     empty = _run("registry-2023", "paper-2024", "-", input="")
     assert empty.exit_code == 1 and "no candidate record" in empty.stderr
+
+
+def test_error_rows_of_a_decision_file_stay_the_errors_they_were(tmp_path: Path) -> None:
+    good = base_record(candidate_id="A-1")
+    bad_date = base_record(candidate_id="A-2", screening_start="2023-02-30")
+    source = tmp_path / "in.jsonl"
+    source.write_text(f"{json.dumps(good)}\n{json.dumps(bad_date)}\n", encoding="utf-8")
+    decisions = _screen(tmp_path, "paper-2024", "--include-record", source=str(source))
+    from_rows = _report("registry-2023", "paper-2024", str(decisions))
+    assert from_rows == _report("registry-2023", "paper-2024", str(source))
+    assert [u["candidate_id"] for u in from_rows["unreadable"]] == ["A-2"]
+    # a decision row without its record after the first: that row is an error naming it, the rest goes on
+    lines = decisions.read_text(encoding="utf-8").splitlines()
+    stripped = json.loads(lines[0])
+    del stripped["record"]
+    mixed = "\n".join([lines[0], json.dumps(stripped)]) + "\n"
+    report = _report("registry-2023", "paper-2024", "-", input=mixed)
+    assert report["unreadable"][0]["position"] == "line 2"
+    assert "a decision row without its input record" in report["unreadable"][0]["error"]
+    assert report["unreadable"][0]["error_fields"] == ["record"]
