@@ -33,6 +33,7 @@ from screening.errors import (
     OutputError,
 )
 from screening.i18n import DEFAULT_LANG, LANG_ENV, LANGUAGES
+from screening.io import FORMATS as RECORD_FORMATS
 from screening.output import OUTPUT_FORMATS, RowWriter
 from screening.protocol import DEFAULT_RULESET
 from screening.sink import open_output
@@ -631,7 +632,7 @@ def generate(count: int, seed: int, mix: str | None, rules_spec: str, output: st
 @click.argument("old_spec", metavar="OLD")
 @click.argument("new_spec", metavar="NEW")
 @click.argument("source", metavar="[INPUT|-]", required=False)
-@click.option("--input-format", type=click.Choice(["json", "jsonl", "csv"]), default=None,
+@click.option("--input-format", type=click.Choice(RECORD_FORMATS), default=None,
               help="Force the input format (default: from the file name, else the content).")
 @log_option("Screen again the current input record of every candidate in the screening log instead of INPUT.")
 @click.option("--site", default=None, help="With --log: only this site's candidates.")
@@ -652,9 +653,11 @@ def diff_rules(old_spec: str, new_spec: str, source: str | None, input_format: s
     every CONSORT count under both sets with its change, checked to add up. Exit 0 when it ran
     (differences are findings); 1 when the input could not be read or the counts do not add up.
 
-    Example:
+    Examples:
 
+    \b
         nlc-screen diff-rules registry-2023 paper-2024 fixtures/figure1/candidates.jsonl
+        nlc-screen diff-rules paper-2024 rules/amended.yaml --log --format csv -o changes.csv
     """
     from screening import amendment
 

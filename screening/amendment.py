@@ -500,8 +500,10 @@ class AmendmentImpact:
         def status(value: str | None, rs: Ruleset) -> str:
             return status_word(value, lang) if value is not None else say("diff_not_in_set", name=rs.name)
 
-        out = [say("diff_title", old=f"{self.old.name} {self.old.version}", new=f"{self.new.name} {self.new.version}",
-                   pack=self.new.pack or self.old.pack or "-")]
+        names = [f"{rs.name} {rs.version}" for rs in (self.old, self.new)]
+        if names[0] == names[1]:  # a draft of the same name and version: tell them apart by their sha256
+            names = [f"{name} (sha256 {rs.sha256[:12]}…)" for name, rs in zip(names, (self.old, self.new))]
+        out = [say("diff_title", old=names[0], new=names[1], pack=self.new.pack or self.old.pack or "-")]
         out.append(say("diff_read", n=self.candidates, source=self.source or "-", rows=self.old_counts.rows,
                        superseded=self.old_counts.superseded, errors=len(self.unreadable)))
         out.append("")

@@ -4,6 +4,7 @@ candidates under two criteria sets and lists what changes, with every CONSORT co
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections import Counter
@@ -17,7 +18,7 @@ import cli
 import screening
 from screening import amendment
 
-from .conftest import FIXTURES, base_record
+from .conftest import FIXTURES, base_record, copy_record_files
 
 FIGURE1 = str(FIXTURES / "figure1" / "candidates.jsonl")
 BOX = ("decision", "category", "subcategory")
@@ -229,3 +230,41 @@ def test_error_rows_of_a_decision_file_stay_the_errors_they_were(tmp_path: Path)
     assert report["unreadable"][0]["position"] == "line 2"
     assert "a decision row without its input record" in report["unreadable"][0]["error"]
     assert report["unreadable"][0]["error_fields"] == ["record"]
+
+
+def _draft(tmp_path: Path, edit: Any) -> Path:
+    """A draft amendment: the current paper-2024 set as a file of its own, edited."""
+    pack = FIXTURES.parent / "rules" / "nlc-k2"
+    (tmp_path / "valuesets").mkdir()
+    for f in (pack / "valuesets").glob("*.yaml"):
+        (tmp_path / "valuesets" / f.name).write_bytes(f.read_bytes())
+    copy_record_files(pack, tmp_path)
+    text = (pack / "paper-2024.yaml").read_text(encoding="utf-8")
+    edited = edit(text)
+    assert edited != text
+    path = tmp_path / "draft.yaml"
+    path.write_text(edited, encoding="utf-8")
+    return path
+
+
+def test_a_draft_amendment_in_a_file_of_its_own(tmp_path: Path) -> None:
+    draft = _draft(tmp_path, lambda text: text.replace("  min_age_years: 65\n", "  min_age_years: 70\n"))
+    report = _report("paper-2024", str(draft), FIGURE1)
+    assert report["changes"] and all(c["new"]["primary_criterion"] == "I1" and c["criteria"][0]["id"] == "I1"
+                                     for c in report["changes"])
+    assert report["arithmetic_problems"] == []
+    assert _run("paper-2024", str(draft), FIGURE1).stdout.startswith(
+        f"Amendment impact — paper-2024 1.2.0 (sha256 {report['old']['sha256'][:12]}…) → paper-2024 1.2.0 (sha256 "
+        f"{report['new']['sha256'][:12]}…)")
+    counts = {c["box"]: c for c in report["counts"]}
+    assert counts["not_meeting_inclusion"]["delta"] == len(report["changes"]) - sum(
+        1 for c in report["changes"] if c["old"]["category"] == "not_meeting_inclusion")
+
+
+def test_a_set_outside_any_pack_is_compared_by_its_boxes() -> None:
+    paper = screening.load_ruleset("paper-2024")
+    loose = dataclasses.replace(paper, pack="")
+    amendment.check_comparable(loose, paper)  # the same boxes: comparable
+    consort = {**paper.consort, "subcategories": {"meeting_exclusion": ["secondary_cause", "malignancy"]}}
+    with pytest.raises(screening.ScreeningError, match="do not have the same CONSORT boxes"):
+        amendment.check_comparable(dataclasses.replace(paper, pack="", consort=consort), paper)
