@@ -268,3 +268,35 @@ def test_a_set_outside_any_pack_is_compared_by_its_boxes() -> None:
     consort = {**paper.consort, "subcategories": {"meeting_exclusion": ["secondary_cause", "malignancy"]}}
     with pytest.raises(screening.ScreeningError, match="do not have the same CONSORT boxes"):
         amendment.check_comparable(dataclasses.replace(paper, pack="", consort=consort), paper)
+
+
+def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A record as one CSV row: nested objects as dotted columns, lists as JSON text."""
+    out: dict[str, str] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            out[prefix + key] = json.dumps(value)
+        elif isinstance(value, bool):
+            out[prefix + key] = "true" if value else "false"
+        else:
+            out[prefix + key] = str(value)
+    return out
+
+
+def test_csv_records_give_what_the_same_records_as_json_lines_give() -> None:
+    conditions = base_record()["conditions"]
+    records = [base_record(candidate_id="A-1", conditions={**conditions, "parkinson_disease": "active"}),
+               base_record(candidate_id="A-2"), base_record(candidate_id="A-3", consent="pending",
+                                                            conditions={**conditions, "liver_cirrhosis": "active"})]
+    rows = [_flat(r) for r in records]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    from_csv = _report("registry-2023", "paper-2024", "-", "--input-format", "csv", input=buffer.getvalue())
+    from_jsonl = _report("registry-2023", "paper-2024", "-", input="".join(json.dumps(r) + "\n" for r in records))
+    assert [c["candidate_id"] for c in from_csv["changes"]] == [c["candidate_id"] for c in from_jsonl["changes"]]
+    assert [c["candidate_id"] for c in from_csv["changes"]] == ["A-1", "A-3"]
+    assert from_csv["counts"] == from_jsonl["counts"] and from_csv["unreadable"] == []
