@@ -8,6 +8,7 @@
     ├── CandidateRecordError       one input record cannot be read (names its position and field path)
     ├── InputFormatError           a whole input cannot be read (unknown format, unreadable file)
     ├── EngineError                the rules engine failed (durable_rules' own errors are translated here)
+    ├── IncomparableRulesets       two criteria sets whose CONSORT boxes differ (diff-rules: different packs)
     └── WorkerError                a worker process of ``--workers N`` died or failed; the batch stops
 
 The CLI (and any HTTP front end to come) translates these once, at its edge. A ``CandidateRecordError`` never
@@ -90,6 +91,10 @@ class InputFormatError(ScreeningError):
 
 class EngineError(ScreeningError):
     """The rules engine failed. Raised only by screening.engine, which translates durable_rules' errors."""
+
+
+class IncomparableRulesets(ScreeningError):
+    """Two criteria sets cannot be compared count for count: their CONSORT boxes differ (different packs)."""
 
 
 class LogError(ScreeningError):

@@ -202,6 +202,34 @@ MESSAGES: dict[str, dict[str, str]] = {
                        "zh": "由 nlc-screen {version} 仅根据决定行生成；每个数字都可用 nlc-screen audit 重新得出。"},
     # the REDCap instrument
     "redcap_night": {"en": "Night {n} of the diary (D0 + {d}): cramp episodes", "zh": "日记第 {n} 晚（D0 + {d}）：抽筋次数"},
+    # the amendment impact report (diff-rules)
+    "diff_title": {"en": "Amendment impact — {old} → {new} (trial pack {pack})",
+                   "zh": "方案修订的影响 — {old} → {new}（试验包 {pack}）"},
+    "diff_read": {"en": "{n} candidate(s) screened again under both sets from {source} ({rows} record(s) read, "
+                        "{superseded} superseded by a later record for the same candidate; {errors} could not be read)",
+                  "zh": "从 {source} 按两版标准重新筛选 {n} 名候选人（读取 {rows} 条记录，其中 {superseded} 条被同一候选人"
+                        "后来的记录取代；{errors} 条无法读取）"},
+    "diff_changed": {"en": "Decided differently: {n} candidate(s) (old → new; [the criterion that decided the box])",
+                     "zh": "判定不同：{n} 名候选人（旧 → 新；[决定其所在方框的标准]）"},
+    "diff_not_in_set": {"en": "(not in {name})", "zh": "（{name} 中无此标准）"},
+    "diff_decided_old": {"en": "decided the old box", "zh": "决定旧方框"},
+    "diff_decided_new": {"en": "decides the new box", "zh": "决定新方框"},
+    "diff_old_decided_by": {"en": "old box decided by {id} {title} (the same status under both sets)",
+                            "zh": "旧方框由 {id} {title} 决定（两版标准下状态相同）"},
+    "diff_new_decided_by": {"en": "new box decided by {id} {title} (the same status under both sets)",
+                            "zh": "新方框由 {id} {title} 决定（两版标准下状态相同）"},
+    "diff_other_primary": {"en": "{n} more candidate(s) stayed in their box, now put there by another criterion",
+                           "zh": "另有 {n} 名候选人仍在原方框，但改由另一项标准决定"},
+    "diff_unreadable": {"en": "Records that could not be read ({n}; listed once, not as changes):",
+                        "zh": "无法读取的记录（{n} 条；只列一次，不算作变化）："},
+    "diff_error_box": {"en": "Could not be read", "zh": "无法读取"},
+    "diff_transitions": {"en": "Moves between boxes (old box → new box: candidates)",
+                         "zh": "方框间的移动（旧方框 → 新方框：候选人数）"},
+    "diff_stayed": {"en": "{n} candidate(s) stayed in their box", "zh": "{n} 名候选人留在原方框"},
+    "diff_counts": {"en": "CONSORT counts", "zh": "CONSORT 计数"},
+    "diff_adds_up": {"en": "every count's change is the candidates moved in less those moved out; the categories' "
+                           "changes add up to the change in candidates assessed",
+                     "zh": "每项计数的变化等于移入减移出的候选人数；各类别的变化之和等于接受评估人数的变化"},
     # statuses of a criterion, as the text report shows them
     "met": {"en": "met", "zh": "满足"},
     "not_met": {"en": "not_met", "zh": "不满足"},

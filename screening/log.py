@@ -272,6 +272,19 @@ class ScreeningLog:
             query = query.where(entries.c.screening_start <= until)
         yield from (orjson.loads(text) for text in self._scalars(query.order_by(entries.c.screened_at, entries.c.id)))
 
+    def current_records(self, *, site: str | None = None) -> Iterator[tuple[dict[str, Any], str | None]]:
+        """The current decision row of every candidate with the input record it was screened from (its
+        JSON text; None when it was erased, or could not be read as text), oldest first; streamed."""
+        query = (select(entries.c.row, records.c.body)
+                 .select_from(entries.outerjoin(records, entries.c.entry_id == records.c.entry_id))
+                 .where(entries.c.id.in_(self._current_ids())))
+        if site is not None:
+            query = query.where(entries.c.site == site)
+        with self._read() as conn:
+            for r in conn.execution_options(yield_per=500).execute(query.order_by(entries.c.screened_at,
+                                                                                  entries.c.id)):
+                yield orjson.loads(r.row), r.body
+
     def history(self, candidate_id: str, site: str | None) -> list[dict[str, Any]]:
         """Every entry of one candidate, oldest first: when, who, with which set, and the row."""
         query = (select(entries.c.screened_at, entries.c.screener, entries.c.batch_id, entries.c.position,
