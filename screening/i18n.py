@@ -158,6 +158,24 @@ MESSAGES: dict[str, dict[str, str]] = {
     "format_text": {"en": "text", "zh": "文字"},
     "format_list": {"en": "a list, one entry per {item}", "zh": "列表，每项一条{item}"},
     "format_object": {"en": "its fields: {fields}", "zh": "各字段：{fields}"},
+    # the guided interview (nlc-screen interview)
+    "interview_question": {"en": "Q{n}. {question}\n    {path} — {format}", "zh": "问题 {n}．{question}\n    {path} — {format}"},
+    "interview_skip": {"en": " (Enter: not known)", "zh": "（直接回车：不详）"},
+    "interview_field": {"en": "{label}?", "zh": "{label}？"},
+    "interview_required": {"en": "The record needs this: {format}.", "zh": "记录必须有此项：{format}。"},
+    "interview_again": {"en": "Not an answer this question takes: {format}. Please answer again.",
+                        "zh": "该回答不符合要求：{format}。请重新回答。"},
+    "interview_refused": {"en": "Not accepted ({reason}): {format}. Please answer again.",
+                          "zh": "未被接受（{reason}）：{format}。请重新回答。"},
+    "interview_decided": {"en": "Decided after {n} question(s).", "zh": "共问 {n} 个问题后作出决定。"},
+    "interview_skipped": {"en": "Every open question was skipped ({n} asked): the candidate stays undetermined.",
+                          "zh": "所有未决问题均被跳过（已问 {n} 个）：候选人仍无法判定。"},
+    "interview_no_more": {"en": "No more answers ({n} question(s) asked): the candidate stays undetermined.",
+                          "zh": "没有更多回答（已问 {n} 个问题）：候选人仍无法判定。"},
+    "interview_saved": {"en": "Record saved to {path}; resume with: nlc-screen interview --resume {path}",
+                        "zh": "记录已保存至 {path}；继续请用：nlc-screen interview --resume {path}"},
+    "interview_interrupted": {"en": "Interrupted: the answers so far are saved.", "zh": "已中断：已保存目前的回答。"},
+    "interview_logged": {"en": "Decision appended to the screening log {log}.", "zh": "决定已记入筛选记录 {log}。"},
 }
 
 
