@@ -480,6 +480,9 @@ def interview(rules_spec: str, lang: str, resume: str | None, output: str | None
     state = Interview(record=record)
 
     typed = sys.stdin.isatty()
+    if typed:  # line editing for typed answers
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401
 
     def ask(prompt: str) -> str | None:
         try:

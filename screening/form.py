@@ -88,11 +88,15 @@ def _words(keys: list[str], langs: tuple[str, ...]) -> dict[str, dict[str, str]]
     return {key: {lang: MESSAGES[key].get(lang) or MESSAGES[key][DEFAULT_LANG] for lang in langs} for key in keys}
 
 
+def _page_words() -> list[str]:
+    """The tool's words the pages use: the form's own, and the three decisions."""
+    return [key for key in MESSAGES if key.startswith("form_")] + ["eligible", "excluded", "undetermined"]
+
+
 def page_data(ruleset: Ruleset, *, auth: bool) -> dict[str, Any]:
     """What the pages' script needs: the tool's words, box labels, criteria and status words, in every language."""
     langs = tuple(lang for lang in LANGUAGES if ruleset.speaks(lang))
-    words = _words([key for key in MESSAGES if key.startswith("form_")] +
-                   ["eligible", "excluded", "undetermined"], langs)
+    words = _words(_page_words(), langs)
     statuses = {status: {lang: status_word(status, lang) for lang in langs}
                 for status in ("met", "not_met", "unknown", "review")}
     boxes = {box: {lang: ruleset.label(box, lang) for lang in langs} for box in _boxes(ruleset)}
@@ -126,8 +130,7 @@ def mount_form(app: FastAPI, ruleset: Ruleset, log: ScreeningLog, *, auth: bool,
     data = json.dumps(page_data(ruleset, auth=auth), ensure_ascii=False).replace("</", "<\\/")
     criteria = [{"id": c.id, "kind": c.kind, "title": {lang: c.title_in(lang) for lang in langs}}
                 for c in ruleset.ordered]
-    words = _words([key for key in MESSAGES if key.startswith("form_")] + ["eligible", "excluded", "undetermined"],
-                   langs)
+    words = _words(_page_words(), langs)
     common = {"langs": langs, "words": words, "data": data, "ruleset": ruleset, "auth": auth,
               "draft": {lang: ruleset.translations.get(lang) or DRAFT_NOTE.get(lang, "") for lang in langs
                         if lang != DEFAULT_LANG}}
@@ -152,11 +155,14 @@ def mount_form(app: FastAPI, ruleset: Ruleset, log: ScreeningLog, *, auth: bool,
             return body
         try:
             record = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return _problem(422, "the body is not JSON")
         if not isinstance(record, dict):
             return _problem(422, "the body is one record: a JSON object")
-        result = await run_in_threadpool(orders[lang], record)
+        try:
+            result = await run_in_threadpool(orders[lang], record)
+        except RecursionError:
+            return _problem(422, "the record is nested too deeply")
         return _json(result.to_dict())
 
     @app.post("/form/resume", summary="A candidate's latest record in the screening log, to go on with in the form")
@@ -175,7 +181,10 @@ def mount_form(app: FastAPI, ruleset: Ruleset, log: ScreeningLog, *, auth: bool,
         if found is None:
             return _problem(404, "no decision for this candidate at this site in the screening log")
         row, text = found
-        record = json.loads(text) if text else None
+        try:
+            record = json.loads(text) if text else None
+        except (ValueError, RecursionError):  # kept as read (not a JSON object): the form starts from the row
+            record = None
         return JSONResponse({"record": record if isinstance(record, dict) else None, "decision": row})
 
 

@@ -124,3 +124,13 @@ def test_the_scripts_put_no_candidate_data_in_a_url() -> None:
         for call in re.findall(r'call\("(?:GET|POST)", ([^,)]+)', text):
             assert re.fullmatch(r'"/[a-z/]+(\?lang=)?"( \+ NLC\.lang)?', call.strip()), (script.name, call)
         assert "location.search" not in text and "pushState" not in text
+
+
+def test_plan_refuses_what_is_not_one_record_without_failing(tmp_path: Path) -> None:
+    client = _client(tmp_path)
+    headers = {"Content-Type": "application/json"}
+    assert client.post("/form/plan", content=b"{not json", headers=headers).status_code == 422
+    deep = b'{"candidate_id": "D", "screening_start": "2023-03-01", "diary": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    answer = client.post("/form/plan", content=deep, headers=headers)
+    assert answer.status_code == 422 and "candidate" not in answer.text
+    assert client.post("/form/plan", content=b"x" * (2 << 20), headers=headers).status_code == 413
