@@ -486,6 +486,102 @@ def serve(host: str, port: int, rules_spec: str, log_url: str | None, workers: i
         raise _failure(exc) from None
 
 
+@main.command()
+@rules_option
+@lang_option
+@click.option("--resume", "resume", default=None, metavar="RECORD.json",
+              help="Go on from a record saved earlier (by an interview, or any JSON record).")
+@click.option("-o", "--output", default=None, metavar="RECORD.json",
+              help="Where to save the record (default: the --resume file, else interview-<candidate_id>.json here).")
+@log_option("Also append the decision (and the record) to the screening log.")
+@click.option("--screener", default=None, envvar="NLC_SCREEN_SCREENER", metavar="NAME",
+              help="Who is screening, as the screening log keeps it (default: the login name).")
+def interview(rules_spec: str, lang: str, resume: str | None, output: str | None, log_url: str | None,
+              screener: str | None) -> None:
+    """Ask one question at a time, the one that can settle the decision soonest first, until the
+    candidate is decided; print the reasoned decision and save the record.
+
+    An empty answer means "not known" (not asked again); a malformed one is asked again with the
+    answer expected. Answers may be piped, one a line. Ctrl-C saves what was answered (exit 130).
+
+    Example:
+
+        nlc-screen interview --lang zh -o NC-0007.json --log
+    """
+    from screening.i18n import message
+    from screening.interview import Interview, closing
+    from screening.interview import interview as run
+
+    ruleset = _load(rules_spec, lang)
+    lang = lang if ruleset.speaks(lang) else DEFAULT_LANG
+    record: dict[str, Any] = {}
+    if resume is not None:
+        try:
+            with open(resume, encoding="utf-8") as stream:
+                record = json.load(stream)
+        except (OSError, ValueError) as exc:
+            raise Failure(f"cannot read the record {resume}: {getattr(exc, 'strerror', None) or exc}") from None
+        if not isinstance(record, dict):
+            raise Failure(f"{resume}: a JSON object (one record), not {type(record).__name__}")
+    log = _open_log(log_url) if log_url is not None else None
+    state = Interview(record=record)
+
+    typed = sys.stdin.isatty()
+    if typed:  # line editing for typed answers
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401
+
+    def ask(prompt: str) -> str | None:
+        try:
+            answer = input(prompt)
+        except EOFError:
+            click.echo()
+            return None
+        if not typed:  # piped answers: show each after its prompt, so the transcript reads as a dialogue
+            click.echo(answer)
+        return answer
+
+    try:
+        run(ruleset, ask=ask, say=click.echo, record=record, lang=lang, state=state)
+    except KeyboardInterrupt:
+        click.echo()
+        click.echo(message("interview_interrupted", lang), err=True)
+        _save_record(state.record, output or resume, lang)
+        raise
+    assert state.row is not None
+    asked = len(state.asked)
+    click.echo(message({"decided": "interview_decided", "skipped": "interview_skipped"}.get(
+        state.ended, "interview_no_more"), lang, n=asked))
+    click.echo(closing(state, ruleset, lang), nl=False)
+    _save_record(state.record, output or resume, lang)
+    if log is not None and state.row["decision"] != "error":
+        from screening.log import Entry
+
+        text = json.dumps(state.record, ensure_ascii=False)
+        log.append([Entry(state.row, text, "record 1")], screener=_screener(screener), source="interview",
+                   pack=ruleset.pack)
+        click.echo(message("interview_logged", lang, log=log.shown), err=True)
+
+
+def _save_record(record: dict[str, Any], path: str | None, lang: str) -> None:
+    """The interview's record as JSON: to ``path``, or interview-<candidate_id>.json here."""
+    import re
+
+    from screening.i18n import message
+
+    if not record:
+        return
+    if path is None:
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(record.get("candidate_id") or "record")).strip("._") or "record"
+        path = f"interview-{safe}.json"
+    try:
+        with open_output(path) as out:
+            out.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    click.echo(message("interview_saved", lang, path=path), err=True)
+
+
 @main.group()
 def redcap() -> None:
     """REDCap: the screening instrument as a data dictionary (screen its exports with --input-format redcap)."""

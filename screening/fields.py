@@ -95,11 +95,7 @@ class RecordSpec:
         """The answer a field expects, in words: the pack's ``answer`` for it, or what its type says
         (``a date, YYYY-MM-DD``; ``one of active, history, absent, unknown``). None for no such field."""
         spec = self.get(path)
-        if spec is None:
-            return None
-        if spec.answer:
-            return spec.answer.get(lang) or spec.answer[DEFAULT_LANG]
-        return _answer(spec, lang)
+        return None if spec is None else field_answer(spec, lang)
 
     @cached_property
     def model(self) -> type[BaseModel]:
@@ -246,6 +242,13 @@ def _question(raw: Any, where: str, fail: Fail) -> dict[str, str]:
             not all(isinstance(v, str) and v.strip() for v in raw.values()):
         raise fail(f"must be {{{', '.join(f'{lang}: <the question>' for lang in LANGUAGES)}}}", where)
     return dict(raw)
+
+
+def field_answer(spec: FieldSpec, lang: str = DEFAULT_LANG) -> str:
+    """The answer a field expects, in words: its ``answer`` from the pack, or what its type says."""
+    if spec.answer:
+        return spec.answer.get(lang) or spec.answer[DEFAULT_LANG]
+    return _answer(spec, lang)
 
 
 def _answer(spec: FieldSpec, lang: str) -> str:

@@ -295,6 +295,17 @@ class ScreeningLog:
             return [{"screened_at": _iso(r.screened_at), "screener": r.screener, "batch_id": r.batch_id,
                      "position": r.position, "row": orjson.loads(r.row)} for r in conn.execute(query)]
 
+    def latest(self, candidate_id: str, site: str | None) -> tuple[dict[str, Any], str | None] | None:
+        """A candidate's current entry: its decision row and its kept input record (None once erased),
+        or None when the log has no entry for it."""
+        query = (select(entries.c.row, records.c.body)
+                 .select_from(entries.outerjoin(records, entries.c.entry_id == records.c.entry_id))
+                 .where(entries.c.identity == _identity_of(site or "", candidate_id))
+                 .order_by(entries.c.screened_at.desc(), entries.c.id.desc()).limit(1))
+        with self._read() as conn:
+            found = conn.execute(query).first()
+        return None if found is None else (orjson.loads(found.row), found.body)
+
     def worklist(self, *, pending: Iterable[str], site: str | None = None) -> list[dict[str, Any]]:
         """Candidates whose current decision is in a ``pending`` category (undetermined, or eligible
         awaiting consent), by site, oldest screening_start first, with the fields still open."""

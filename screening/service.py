@@ -11,6 +11,9 @@ Endpoints (OpenAPI at ``/openapi.json``, docs at ``/docs``, served from the pack
   by site, oldest screening_start first, with the fields still open.
 * ``GET /audit[?site=&since=&until=&expect=]`` — the CONSORT counts of the log's current decisions.
 * ``GET /rules``, ``GET /schema`` — the criteria set and its record's JSON Schema (public).
+* ``GET /`` and ``GET /ui/worklist`` — the web intake form and its worklist page (:mod:`screening.form`),
+  with ``POST /form/plan`` (a partial record → its decision and the questions still open, not logged)
+  and ``POST /form/resume`` (a candidate's latest record in the log).
 
 Tokens (``NLC_SCREEN_TOKENS="token:screener,…"`` or ``NLC_SCREEN_TOKENS_FILE``, one ``token:screener``
 a line): when set, every endpoint that screens, logs or returns candidate data needs
@@ -272,6 +275,9 @@ def create_app(*, rules: str | None = None, log_url: str | None = None,
         return JSONResponse(record_json_schema(ruleset.record.model, ruleset.record.title))
 
     _docs(app)
+    from .form import mount_form
+
+    mount_form(app, ruleset, screening_log, auth=bool(keys), screener_for=screener_for, lang_of=lang_of)
     return app
 
 
