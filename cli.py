@@ -411,6 +411,54 @@ def audit(decisions: str | None, rules_spec: str | None, expect: str | None, fmt
 
 
 @main.command()
+@click.argument("decisions", metavar="DECISIONS|-", required=False)
+@log_option("Re-screen every entry of the screening log (instead of a DECISIONS file).")
+@click.option("--rules-dir", "rules_dirs", multiple=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False),
+              help="Find the stamped criteria sets in this folder of trial packs (or this pack folder) instead of "
+                   "the shipped packs; may be given more than once.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def verify(decisions: str | None, log_url: str | None, rules_dirs: tuple[str, ...], fmt: str) -> None:
+    """Re-screen logged inputs under the criteria set stamped on each decision, and report every difference.
+
+    Each decision is screened again under its pack and set version (from the pack's archive when it is
+    not the current one); the set file's SHA-256 must match the stamp. DECISIONS is `nlc-screen screen`
+    output made with --include-record. Compared: decision, category, subcategory, primary criterion and
+    every criterion's status. Erased entries are counted as erased. Exit 0 when every decision is
+    re-derived, 1 on any difference, a set changed without a new version, or a set not found.
+
+    Examples:
+
+        nlc-screen verify --log
+
+        nlc-screen verify decisions.jsonl
+    """
+    from pathlib import Path
+
+    from screening.verify import SetFinder, verify_log, verify_rows
+
+    if (decisions is None) == (log_url is None):
+        raise click.UsageError("give a DECISIONS file (or - for standard input), or --log, not both")
+    finder = SetFinder([Path(d) for d in rules_dirs] if rules_dirs else None)
+    try:
+        if log_url is not None:
+            result = verify_log(_open_log(log_url), finder)
+        else:
+            assert decisions is not None
+            with _open_input(decisions) as stream:
+                result = verify_rows(stream, name="input" if decisions == "-" else decisions, finder=finder)
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        for line in result.text().splitlines():  # values from records (ids, sites) escaped, line by line
+            click.echo(visible(line))
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Another machine's address needs tokens (NLC_SCREEN_TOKENS or "
                    "NLC_SCREEN_TOKENS_FILE); put a TLS-terminating reverse proxy in front (README).")

@@ -323,6 +323,23 @@ class ScreeningLog:
                 written += 1
         return written
 
+    def replay(self) -> Iterator[dict[str, Any]]:
+        """Every entry with what re-screening it needs, oldest first: ``entry_id``, ``position``,
+        ``candidate_id``, ``site``, ``pack``, ``set_name``, ``set_version``, ``set_sha256``, ``row`` (the
+        decision logged), ``record`` (the input text kept, or None) and ``erased_at`` (None unless erased)."""
+        query = (select(entries.c.entry_id, entries.c.position, entries.c.candidate_id, entries.c.site,
+                        entries.c.pack, entries.c.set_name, entries.c.set_version, entries.c.set_sha256,
+                        entries.c.row, records.c.body, records.c.erased_at)
+                 .select_from(entries.outerjoin(records, entries.c.entry_id == records.c.entry_id))
+                 .order_by(entries.c.id))
+        with self._read() as conn:
+            for r in conn.execution_options(yield_per=500).execute(query).mappings():
+                item = dict(r)
+                item["row"] = orjson.loads(item["row"])
+                item["record"] = item.pop("body")
+                item["erased_at"] = _iso(item["erased_at"])
+                yield item
+
     def import_(self, lines: Iterable[bytes], *, name: str = "input") -> tuple[int, int]:
         """Entries exported from another log, in one transaction; (added, already there). An entry
         already in this log (its ``entry_id``) is skipped, so importing twice adds nothing."""
