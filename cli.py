@@ -519,10 +519,12 @@ def redcap_dictionary(rules_spec: str, lang: str, output: str) -> None:
 
 @main.group("log")
 def log_group() -> None:
-    """Move a screening log between databases: export it to JSON Lines, import it into another.
+    """Move a screening log between databases (export it to JSON Lines, import it into another), and
+    erase a candidate's records from it.
 
     URL is sqlite:///FILE or postgresql://USER@HOST/DB; with none, the default log (a SQLite file in
     $NLC_SCREEN_HOME). Every entry keeps its id, so importing the same export twice adds nothing.
+    What the log keeps, for how long, backing it up and erasure: docs/log.md.
     """
 
 
@@ -553,6 +555,39 @@ def log_import(source: str, url: str | None) -> None:
         raise _failure(exc) from None
     click.echo(f"{added} entr{'y' if added == 1 else 'ies'} imported into {log.shown}; {skipped} already there.",
                err=True)
+
+
+@log_group.command("erase")
+@click.option("--site", default=None, metavar="SITE",
+              help="The candidate's site, exactly as screened (leave out for a candidate logged without one).")
+@click.option("--candidate", "candidate_id", required=True, metavar="ID", help="The candidate_id, exactly as screened.")
+@click.option("--reason", required=True, metavar="TEXT",
+              help="Why (a withdrawal of consent, a request under the data protection law, a record screened by "
+                   "mistake); kept with the tombstone.")
+@log_option("The screening log to erase from.")
+@click.option("--screener", default=None, envvar="NLC_SCREEN_SCREENER", metavar="NAME",
+              help="Who erases, as the tombstone keeps it (default: the login name).")
+def log_erase(site: str | None, candidate_id: str, reason: str, log_url: str | None, screener: str | None) -> None:
+    """Erase one candidate's input records from the screening log, keeping the counts.
+
+    Every entry of the candidate keeps its decision, category, criteria statuses and stamps; its input
+    record, the reasons and warnings that quote it, and an included record are cleared. A tombstone
+    keeps when, who (--screener, NLC_SCREEN_SCREENER or the login name) and why; `log export` shows
+    it and `verify` counts the entries as erased. Audits give the same counts as before.
+
+    Example:
+
+        nlc-screen log erase --site "Third People's Hospital of Chengdu" --candidate CD-0048 --reason "consent withdrawn"
+    """
+    log = _open_log(log_url or DEFAULT_LOG)
+    try:
+        erasure = log.erase(site=site, candidate_id=candidate_id, reason=reason, erased_by=_screener(screener))
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    who = f"{candidate_id} ({site})" if site else candidate_id
+    click.echo(visible(f"Erased candidate {who}: {erasure.records} input record(s) cleared from "
+                       f"{erasure.entries} entr{'y' if erasure.entries == 1 else 'ies'} of {log.shown}; decisions and "
+                       f"counts kept (erasure {erasure.erasure_id}, by {erasure.erased_by})."), err=True)
 
 
 def _list_packs(fmt: str) -> None:
