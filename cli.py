@@ -230,10 +230,14 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="With --engine dask: the cluster's scheduler (tcp://host:8786); default: a local cluster of "
                    "--workers processes.")
+@click.option("--resume", is_flag=True,
+              help="A run that survives being killed: rows go to OUT.partial, made durable every 500 rows or second "
+                   "(journal OUT.partial.journal); the same command run again goes on where it stopped, every record "
+                   "once in OUT and in the --log. OUT appears only when complete. Needs -o FILE and an input file.")
 def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, output: str,
            include_record: bool, compare_spec: str | None, check_duplicates: bool, workers: int,
            csv_formula_guard: bool, progress: bool | None, brief: bool, lang: str, log_url: str | None,
-           screener: str | None, engine: str, scheduler: str | None) -> None:
+           screener: str | None, engine: str, scheduler: str | None, resume: bool) -> None:
     """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
 
     Writes one decision per input record, in input order. A record that cannot be read becomes an
@@ -253,14 +257,48 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
         given = click.get_current_context().get_parameter_source("workers") is not click.core.ParameterSource.DEFAULT
         _screen_on_dask(source, output, ruleset, scheduler=scheduler, workers=workers if given else None, lang=lang,
                         include_record=include_record, others={"--log": log_url, "--compare-with": compare_spec,
-                                                               "--brief": brief or None, "--input-format": input_format})
+                                                               "--brief": brief or None, "--input-format": input_format,
+                                                               "--resume": resume or None})
         return
     if scheduler is not None:
         raise click.UsageError("--scheduler is for --engine dask")
     other = _load(compare_spec) if compare_spec else None
-    name = None if source == "-" else source
     show = sys.stderr.isatty() if progress is None else progress
+    if resume:
+        if output == "-":
+            raise click.UsageError("--resume writes OUT.partial beside the output file: name one with -o FILE")
+        if source == "-":
+            raise click.UsageError("--resume reads the input again to go on: give an input file, not -")
     log = _open_log(log_url) if log_url is not None else None
+    if resume:
+        writer_options = {"csv_formula_guard": csv_formula_guard, "brief": brief, "lang": lang}
+        settings = {"format": fmt, "rules": ruleset.stamp, "pack": ruleset.pack, "include_record": include_record,
+                    "compare_with": other.stamp if other else None, "check_duplicates": check_duplicates,
+                    "input_format": input_format, "log": log.shown if log else None, **writer_options}
+        result = _screen_resumable(source, output, ruleset, fmt, settings, log=log, screener=screener, show=show,
+                                   workers=workers, include_record=include_record, compare_with=other,
+                                   check_duplicates=check_duplicates, input_format=input_format,
+                                   writer_options=writer_options)
+        if result is None:
+            return
+    else:
+        result = _screen_once(source, output, ruleset, fmt, log=log, screener=screener, show=show, workers=workers,
+                              include_record=include_record, compare_with=other, check_duplicates=check_duplicates,
+                              input_format=input_format, csv_formula_guard=csv_formula_guard, brief=brief, lang=lang)
+    message = result.summary()
+    if message:
+        click.echo(message, err=True)
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+def _screen_once(source: str, output: str, ruleset: screening.Ruleset, fmt: str, *, log: Any, screener: str | None,
+                 show: bool, workers: int, include_record: bool, compare_with: screening.Ruleset | None,
+                 check_duplicates: bool, input_format: str | None, csv_formula_guard: bool, brief: bool,
+                 lang: str) -> Any:
+    """``screen`` without --resume: the output appears when complete, or not at all."""
+    name = None if source == "-" else source
+    other = compare_with
     batch = None
     try:
         with _open_input(source) as stream, _progress_bar(show) as bar, \
@@ -282,11 +320,51 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
         assert batch is not None
         click.echo(f"{batch.written} decision(s) appended to the screening log {log.shown} "
                    f"(batch {batch.batch_id}).", err=True)
-    message = result.summary()
-    if message:
-        click.echo(message, err=True)
-    if result.exit_code:
-        sys.exit(result.exit_code)
+    return result
+
+
+def _screen_resumable(source: str, output: str, ruleset: screening.Ruleset, fmt: str, settings: dict[str, Any], *,
+                      log: Any, screener: str | None, show: bool, workers: int, include_record: bool,
+                      compare_with: screening.Ruleset | None, check_duplicates: bool, input_format: str | None,
+                      writer_options: dict[str, Any]) -> Any:
+    """``screen --resume``: begin or continue a run that survives being killed (screening.resume);
+    None when an earlier run had completed the output already."""
+    from screening.resume import interrupted_note, open_resumable, resumed_note
+
+    batch = None
+    try:
+        with open_resumable(output, input_path=source, settings=settings, with_log=log is not None) as run:
+            if run is None:
+                click.echo(f"{output} was completed by an earlier run; nothing left to do.", err=True)
+                return None
+            if run.resumed:
+                click.echo(visible(resumed_note(run)), err=True)
+            if log is not None:
+                assert run.batch_id is not None
+                run.logged, run.logged_last = log.batch_progress(run.batch_id)
+            with _open_input(source) as stream, _progress_bar(show) as bar, \
+                    (log.batch(screener=_screener(screener), source=source, pack=ruleset.pack, batch_id=run.batch_id)
+                     if log else contextlib.nullcontext()) as batch:
+                writer = RowWriter(run.stream, fmt, ruleset, already=run.done.rows, **writer_options)
+                result = screen_batch(stream, writer, ruleset, input_format=input_format, name=source,
+                                      workers=workers, include_record=include_record, compare_with=compare_with,
+                                      check_duplicates=check_duplicates, progress=bar, lang=writer_options["lang"],
+                                      log=batch, resume=run)
+    except screening.ScreeningError as exc:
+        if os.path.exists(output + ".partial"):
+            click.echo(visible(interrupted_note(output)), err=True)
+        raise _failure(exc) from None
+    except KeyboardInterrupt:
+        click.echo(visible(interrupted_note(output)), err=True)
+        if batch is not None:
+            click.echo(f"The screening log {log.shown if log else ''} kept the decisions written before the "
+                       f"interruption (batch {batch.batch_id}); the next run adds only the others.", err=True)
+        raise
+    if log is not None:
+        assert batch is not None
+        click.echo(f"{batch.written} decision(s) appended to the screening log {log.shown} "
+                   f"(batch {batch.batch_id}).", err=True)
+    return result
 
 
 def _screen_on_dask(source: str, output: str, ruleset: screening.Ruleset, *, scheduler: str | None,

@@ -8,7 +8,8 @@
     ├── CandidateRecordError       one input record cannot be read (names its position and field path)
     ├── InputFormatError           a whole input cannot be read (unknown format, unreadable file)
     ├── EngineError                the rules engine failed (durable_rules' own errors are translated here)
-    └── WorkerError                a worker process of ``--workers N`` died or failed; the batch stops
+    ├── WorkerError                a worker process of ``--workers N`` died or failed; the batch stops
+    └── ResumeError                ``screen --resume`` cannot go on with the interrupted run it found
 
 The CLI (and any HTTP front end to come) translates these once, at its edge. A ``CandidateRecordError`` never
 stops a batch: it becomes that record's ``error`` row.
@@ -98,6 +99,11 @@ class LogError(ScreeningError):
 
 class WorkerError(ScreeningError):
     """A worker process died or failed while screening; the message names the records in flight."""
+
+
+class ResumeError(ScreeningError):
+    """``screen --resume`` found an interrupted run it cannot go on with (another input or other options,
+    a journal it cannot read, a screening log that does not match); the message says what to do."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -263,10 +263,11 @@ class ScreeningLog:
 
     @contextmanager
     def batch(self, *, screener: str, source: str, pack: str = "",
-              commit_every: int | None = COMMIT_EVERY) -> Iterator[Batch]:
+              commit_every: int | None = COMMIT_EVERY, batch_id: str | None = None) -> Iterator[Batch]:
         """A batch to add entries to (rows screened with a set of ``pack``); written every
-        ``commit_every`` entries (None: once, at the end, in one transaction)."""
-        batch = Batch(self, screener=screener, source=source, pack=pack, commit_every=commit_every)
+        ``commit_every`` entries (None: once, at the end, in one transaction). ``batch_id``: go on with
+        that batch (a resumed run; see :meth:`batch_progress`), else a new one."""
+        batch = Batch(self, screener=screener, source=source, pack=pack, commit_every=commit_every, batch_id=batch_id)
         try:
             yield batch
         except BaseException:
@@ -409,6 +410,16 @@ class ScreeningLog:
         finally:
             raw.close()
 
+    def batch_progress(self, batch_id: str) -> tuple[int, str | None]:
+        """How many entries batch ``batch_id`` has in the log, and the input position of its last (None
+        when it has none). A batch's chunks are committed in input order, so they are its first records."""
+        with self._read() as conn:
+            count = conn.execute(select(func.count()).select_from(entries)
+                                 .where(entries.c.batch_id == batch_id)).scalar_one()
+            last = conn.execute(select(entries.c.position).where(entries.c.batch_id == batch_id)
+                                .order_by(entries.c.id.desc()).limit(1)).scalar()
+        return int(count), last
+
     def replay(self) -> Iterator[dict[str, Any]]:
         """Every entry with what re-screening it needs, oldest first: ``entry_id``, ``position``,
         ``candidate_id``, ``site``, ``pack``, ``set_name``, ``set_version``, ``set_sha256``, ``row`` (the
@@ -498,10 +509,11 @@ class Batch:
     #: Entries per chunk handed to the writer when the batch is one transaction.
     CHUNK = 1000
 
-    def __init__(self, log: ScreeningLog, *, screener: str, source: str, pack: str, commit_every: int | None) -> None:
+    def __init__(self, log: ScreeningLog, *, screener: str, source: str, pack: str, commit_every: int | None,
+                 batch_id: str | None = None) -> None:
         self.log = log
         self.pack = pack
-        self.batch_id = str(uuid.uuid4())
+        self.batch_id = batch_id or str(uuid.uuid4())
         self.screener = screener[:200]
         self.source = source[:300]
         self.commit_every = commit_every
@@ -591,7 +603,7 @@ class Batch:
     def _insert(self, conn: Connection, chunk: list[tuple[dict[str, Any], str | None, str, dt.date | None]],
                 first: bool) -> None:
         now = _now()
-        if first:
+        if first and not conn.execute(select(batches.c.batch_id).where(batches.c.batch_id == self.batch_id)).first():
             conn.execute(insert(batches).values(batch_id=self.batch_id, started_at=now, screener=self.screener,
                                                 source=self.source, tool_version=self.version))
         if not chunk:
