@@ -663,6 +663,11 @@ def log_erase(site: str | None, candidate_id: str, reason: str, log_url: str | N
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
     who = f"{candidate_id} ({site})" if site else candidate_id
+    if not erasure.records:
+        click.echo(visible(f"Candidate {who}: the records of its {erasure.entries} entr"
+                           f"{'y' if erasure.entries == 1 else 'ies'} were erased already; this request is kept as "
+                           f"erasure {erasure.erasure_id} too."), err=True)
+        return
     click.echo(visible(f"Erased candidate {who}: {erasure.records} input record(s) cleared from "
                        f"{erasure.entries} entr{'y' if erasure.entries == 1 else 'ies'} of {log.shown}; decisions and "
                        f"counts kept (erasure {erasure.erasure_id}, by {erasure.erased_by})."), err=True)

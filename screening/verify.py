@@ -153,9 +153,10 @@ class VerifyResult:
             lines.append(f"  {s.label} (sha256 {s.sha256[:12]}…) from {where}: {s.entries} decision(s), "
                          f"{s.same} the same, {s.differ} different")
             if s.changed:
-                lines.append(f"    CHANGED: the file now has sha256 {s.found_sha256}, not the {s.sha256} stamped on "
-                             "its decisions — it was edited without a new version; they were re-screened under the "
-                             "file as it is now")
+                lines.append(f"    CHANGED: the file found has sha256 {s.found_sha256}, not the {s.sha256} stamped on "
+                             "its decisions: the set was edited without a new version (here, or where they were "
+                             "screened: --rules-dir names the packs they were screened with); they were re-screened "
+                             "under the file as it is")
             if s.problem:
                 lines.append(f"    cannot re-screen: {s.problem}")
         for d in self.differences:

@@ -128,6 +128,16 @@ def test_erasing_a_candidate_the_log_does_not_hold_or_without_a_reason_is_refuse
     assert all(m in json.dumps(_export(log_url)) for m in MARKERS)  # nothing was erased
     assert _run("log", "erase", "--candidate", "ER-1", "--log", log_url).exit_code == 2  # --reason is required
 
+    first = _run("log", "erase", "--site", SITE, "--candidate", "ER-1", "--reason", "asked", "--log", log_url)
+    second = _run("log", "erase", "--site", SITE, "--candidate", "ER-1", "--reason", "asked again", "--log", log_url)
+    assert first.exit_code == second.exit_code == 0 and "were erased already" in second.stderr
+    log = ScreeningLog(log_url)
+    try:  # both requests are on record; the entries keep the tombstone of the erasure that cleared them
+        assert [t["reason"] for t in log.erasures()] == ["asked", "asked again"]
+    finally:
+        log.close()
+    assert {e["erasure"]["reason"] for e in _export(log_url) if e["candidate_id"] == "ER-1"} == {"asked"}
+
 
 def test_tombstones_travel_with_an_export_and_erase_the_entries_an_import_finds(log_url: str,
                                                                                 tmp_path: Path) -> None:
