@@ -329,14 +329,17 @@ def _screen_resumable(source: str, output: str, ruleset: screening.Ruleset, fmt:
                       writer_options: dict[str, Any]) -> Any:
     """``screen --resume``: begin or continue a run that survives being killed (screening.resume);
     None when an earlier run had completed the output already."""
+    from screening.errors import ResumeError
     from screening.resume import interrupted_note, open_resumable, resumed_note
 
     batch = None
+    run_started = False
     try:
         with open_resumable(output, input_path=source, settings=settings, with_log=log is not None) as run:
             if run is None:
                 click.echo(f"{output} was completed by an earlier run; nothing left to do.", err=True)
                 return None
+            run_started = True
             if run.resumed:
                 click.echo(visible(resumed_note(run)), err=True)
             if log is not None:
@@ -350,8 +353,10 @@ def _screen_resumable(source: str, output: str, ruleset: screening.Ruleset, fmt:
                                       workers=workers, include_record=include_record, compare_with=compare_with,
                                       check_duplicates=check_duplicates, progress=bar, lang=writer_options["lang"],
                                       log=batch, resume=run)
+    except ResumeError as exc:  # refused before anything was written
+        raise _failure(exc) from None
     except screening.ScreeningError as exc:
-        if os.path.exists(output + ".partial"):
+        if run_started:
             click.echo(visible(interrupted_note(output)), err=True)
         raise _failure(exc) from None
     except KeyboardInterrupt:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import fcntl
 import hashlib
 import os
 import stat
@@ -220,35 +221,55 @@ def open_resumable(target: str, *, input_path: str, settings: dict[str, Any],
     _ignore_sigxfsz()
     if os.path.isdir(target):
         raise OutputError(f"the output {target} is a directory; name a file")
-    partial, journal = partial_paths(target)
-    header = {"nlc_screen_resume": JOURNAL_VERSION, "output": os.path.basename(target),
+    dest = os.path.realpath(target)  # a symlink is written through: the partial file beside the file it names
+    partial, journal = partial_paths(dest)
+    header = {"nlc_screen_resume": JOURNAL_VERSION, "output": os.path.basename(dest),
               "input": input_fingerprint(input_path), "settings": settings}
+
+    def matching() -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """The journal of this run (None when there is none). :raises ResumeError: another run's."""
+        if not os.path.exists(journal):
+            return None
+        found = _read_journal(journal)
+        differ = _differences(found[0].get("settings", {}), settings)
+        if found[0].get("input") != header["input"]:
+            differ.insert(0, "the input file's contents")
+        if differ:
+            raise ResumeError(f"cannot resume {target}: {journal} was written by a run with another "
+                              f"{', '.join(differ)}; run that command again, or delete {partial} and {journal} to "
+                              "start over")
+        return found
+
     done = Done()
-    resumed = complete = False
     fd = -1
     try:
-        found: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
-        if os.path.exists(journal):
-            found = _read_journal(journal)
-            differ = _differences(found[0].get("settings", {}), settings)
-            if found[0].get("input") != header["input"]:
-                differ.insert(0, "the input file's contents")
-            if differ:
-                raise ResumeError(f"cannot resume {target}: {journal} was written by a run with another "
-                                  f"{', '.join(differ)}; run that command again, or delete {partial} and "
-                                  f"{journal} to start over")
-            complete = not os.path.exists(partial) and os.path.exists(target)
-            if complete:  # renamed, then killed before the cleanup
-                os.unlink(journal)
-                _fsync_dir(journal)
-        elif os.path.exists(target):
-            raise ResumeError(f"{target} exists and no interrupted run of it was found ({journal}): it is complete. "
-                              "--resume only finishes an interrupted run; delete it, or run without --resume, to "
-                              "screen again")
-        if found is not None and not complete:
+        found = matching()
+        if os.path.exists(dest) and not os.path.exists(partial):
+            if found is None:
+                raise ResumeError(f"{target} exists and no interrupted run of it was found ({journal}): it is "
+                                  "complete. --resume only finishes an interrupted run; delete it, or run without "
+                                  "--resume, to screen again")
+            os.unlink(journal)  # renamed, then killed before the journal was removed: complete
+            _fsync_dir(journal)
+            yield None
+            return
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel however the process ends
+        except BlockingIOError:
+            os.close(fd)
+            raise ResumeError(f"another nlc-screen run is writing {partial} now; wait for it to end") from None
+        try:
+            same = os.stat(partial).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # another run held the lock and renamed the file meanwhile
+            os.close(fd)
+            raise ResumeError(f"another nlc-screen run finished {target} meanwhile; nothing to resume")
+        found = matching()  # again, under the lock
+        if found is not None:
             header, commits = found
-            resumed = True
-            size = os.path.getsize(partial) if os.path.exists(partial) else 0
+            size = os.fstat(fd).st_size
             keys = array("Q")
             for commit in commits:
                 if commit["bytes"] > size:  # the file lost what this commit counted: go on from the one before
@@ -256,26 +277,25 @@ def open_resumable(target: str, *, input_path: str, settings: dict[str, Any],
                 done = Done(int(commit["rows"]), int(commit["errors"]), int(commit["bytes"]))
                 keys.frombytes(base64.b64decode(commit["keys"]))
             done.keys = keys
-            fd = os.open(partial, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-            os.ftruncate(fd, done.bytes)
-            os.lseek(fd, done.bytes, os.SEEK_SET)
-        elif not complete:
+        else:
             if with_log:
                 header["batch_id"] = str(uuid.uuid4())
-            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
-            os.fsync(fd)
             temp = journal + ".new"
             with open(temp, "wb") as f:
                 f.write(orjson.dumps(header) + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(temp, journal)
+        os.ftruncate(fd, done.bytes)
+        os.lseek(fd, done.bytes, os.SEEK_SET)
+        os.fsync(fd)
+        if found is None:  # the journal appears only once its partial file is empty and durable
+            os.replace(journal + ".new", journal)
             _fsync_dir(journal)
     except OSError as exc:
+        if fd >= 0:
+            os.close(fd)
         raise OutputError(f"cannot write the partial output {partial}: {_reason(exc)}") from None
-    if complete:
-        yield None
-        return
+    resumed = found is not None
     run = ResumableOutput(target, header, done, fd, resumed=resumed)
     finished = False
     try:
@@ -283,14 +303,14 @@ def open_resumable(target: str, *, input_path: str, settings: dict[str, Any],
         try:
             run.stream.flush()
             os.fsync(fd)
-            if os.path.exists(target):
-                os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))
-            os.close(fd)
-            fd = -1
-            os.replace(partial, os.path.realpath(target) if os.path.islink(target) else target)
-            _fsync_dir(target)
+            if os.path.exists(dest):
+                os.fchmod(fd, stat.S_IMODE(os.stat(dest).st_mode))
+            os.replace(partial, dest)  # still holding the lock: a run waiting for it finds the file gone
+            _fsync_dir(dest)
             os.unlink(journal)
             _fsync_dir(journal)
+            os.close(fd)
+            fd = -1
             finished = True
         except OSError as exc:
             raise OutputError(f"cannot write the output file {target}: {_reason(exc)}; the rows are kept in "

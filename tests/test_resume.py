@@ -4,6 +4,7 @@ OUT byte for byte what an uninterrupted run writes."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -198,6 +199,11 @@ def test_resume_refuses_another_input_other_options_a_finished_output_and_stdin(
         assert _run("screen", str(source), "--format", "jsonl", "-o", str(out), "--resume").exit_code == 130
     other = _run("screen", str(source), "--format", "csv", "-o", str(out), "--resume")
     assert other.exit_code == 1 and "another format" in other.output
+    assert "run the same command again" not in other.output
+    with open(f"{out}.partial", "rb") as held:  # a run still writing it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        busy = _run("screen", str(source), "--format", "jsonl", "-o", str(out), "--resume")
+    assert busy.exit_code == 1 and "another nlc-screen run is writing" in busy.output
     source.write_bytes(FIGURE1.read_bytes() + FIGURE1.read_bytes()[:2000].rsplit(b"\n", 1)[0] + b"\n")
     changed = _run("screen", str(source), "--format", "jsonl", "-o", str(out), "--resume")
     assert changed.exit_code == 1 and "the input file's contents" in changed.output
@@ -210,3 +216,24 @@ def test_resume_refuses_another_input_other_options_a_finished_output_and_stdin(
     assert _run("screen", "-", "-o", str(tmp_path / "x.jsonl"), "--resume").exit_code == 2
     assert _run("screen", str(FIGURE1), "--resume").exit_code == 2
     assert not os.path.exists(tmp_path / "x.jsonl.partial")
+
+
+def test_a_symlinked_output_is_written_through_and_its_partial_file_sits_beside_the_real_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(screening.resume, "COMMIT_ROWS", 100)
+    real = tmp_path / "store" / "decisions.jsonl"
+    real.parent.mkdir()
+    real.write_text("yesterday\n")
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(real)
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 1)
+        assert _run("screen", str(FIGURE1), "--format", "jsonl", "-o", str(link), "--resume").exit_code == 1
+    # an existing output (yesterday's) with no journal: --resume refuses it rather than guess
+    real.unlink()
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 1)
+        assert _run("screen", str(FIGURE1), "--format", "jsonl", "-o", str(link), "--resume").exit_code == 130
+    assert Path(f"{real}.partial").exists() and not Path(f"{link}.partial").exists()
+    assert _run("screen", str(FIGURE1), "--format", "jsonl", "-o", str(link), "--resume").exit_code == 0
+    assert link.is_symlink() and len(real.read_text().splitlines()) == 310
