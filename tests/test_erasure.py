@@ -160,6 +160,13 @@ def test_tombstones_travel_with_an_export_and_erase_the_entries_an_import_finds(
     assert _run("log", "import", str(erased), fresh).exit_code == 0
     assert _export(fresh) == central
 
+    older = tmp_path / "older.jsonl"  # an export written before erasures existed has no "erasure" field
+    older.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "erasure"}) + "\n"
+                             for line in unerased.read_text(encoding="utf-8").splitlines()), encoding="utf-8")
+    oldest = f"sqlite:///{tmp_path / 'oldest.sqlite3'}"
+    assert _run("log", "import", str(older), oldest).exit_code == 0
+    assert _export(oldest) == [json.loads(line) for line in unerased.read_text(encoding="utf-8").splitlines()]
+
 
 def test_a_log_at_the_previous_revision_is_upgraded_and_can_be_erased(log_url: str, tmp_path: Path) -> None:
     url = log_url.replace("postgresql://", "postgresql+psycopg://", 1)
