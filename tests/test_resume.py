@@ -80,12 +80,12 @@ def test_a_batch_killed_again_and_again_resumes_to_every_record_exactly_once(wor
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
             if runs == 1:  # the first kill strikes early: starting up, opening the log, the first rows
                 time.sleep(rng.uniform(0.05, 0.4))
-            if runs == 1 or len(kills) < 5:  # then at a random moment after the run made progress of its own
+            if runs == 1 or len(kills) < 4:  # then at a random moment after the run made progress of its own
                 deadline = time.monotonic() + 60
                 while runs > 1 and _committed(journal) == before and proc.poll() is None \
                         and time.monotonic() < deadline:
                     time.sleep(0.005)
-                time.sleep(rng.uniform(0, 0.2) if runs > 1 else 0)
+                time.sleep(rng.uniform(0, 0.05) if runs > 1 else 0)  # a few hundred rows on, at most
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
@@ -97,7 +97,7 @@ def test_a_batch_killed_again_and_again_resumes_to_every_record_exactly_once(wor
         assert proc.returncode == 3, stderr  # error rows among the generated records, as in the reference
         if kills:
             assert "Resuming" in stderr
-    assert len(kills) >= 4 and len({k for k in kills if 0 < k < total}) >= 2, kills
+    assert len(kills) >= 3 and len({k for k in kills if 0 < k < total}) >= 2, kills
     assert not partial.exists() and not journal.exists()
     assert out.read_bytes() == reference.read_bytes()  # every row once, in order, as if never interrupted
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
