@@ -240,3 +240,19 @@ def test_a_symlinked_output_is_written_through_and_its_partial_file_sits_beside_
     assert Path(f"{real}.partial").exists() and not Path(f"{link}.partial").exists()
     assert _run("screen", str(FIGURE1), "--format", "jsonl", "-o", str(link), "--resume").exit_code == 0
     assert link.is_symlink() and len(real.read_text().splitlines()) == 310
+
+
+def test_a_run_killed_after_its_output_was_renamed_is_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(screening.resume, "COMMIT_ROWS", 100)
+    out = tmp_path / "out.jsonl"
+    journal = Path(f"{out}.partial.journal")
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 1)
+        assert _run("screen", str(FIGURE1), "--format", "jsonl", "-o", str(out), "--resume").exit_code == 130
+    kept = journal.read_bytes()
+    assert _run("screen", str(FIGURE1), "--format", "jsonl", "-o", str(out), "--resume").exit_code == 0
+    complete = out.read_bytes()
+    journal.write_bytes(kept)  # as if killed after the rename, before the journal was removed
+    again = _run("screen", str(FIGURE1), "--format", "jsonl", "-o", str(out), "--resume")
+    assert again.exit_code == 0 and "completed by an earlier run" in again.stderr
+    assert out.read_bytes() == complete and not journal.exists()
