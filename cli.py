@@ -232,10 +232,14 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="With --engine dask: the cluster's scheduler (tcp://host:8786); default: a local cluster of "
                    "--workers processes.")
+@click.option("--resume", is_flag=True,
+              help="A run that survives being killed: rows go to OUT.partial, made durable every 500 rows or second "
+                   "(journal OUT.partial.journal); the same command run again goes on where it stopped, every record "
+                   "once in OUT and in the --log. OUT appears only when complete. Needs -o FILE and an input file.")
 def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, output: str,
            include_record: bool, compare_spec: str | None, check_duplicates: bool, workers: int,
            csv_formula_guard: bool, progress: bool | None, brief: bool, lang: str, log_url: str | None,
-           screener: str | None, engine: str, scheduler: str | None) -> None:
+           screener: str | None, engine: str, scheduler: str | None, resume: bool) -> None:
     """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
 
     Writes one decision per input record, in input order. A record that cannot be read becomes an
@@ -255,14 +259,48 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
         given = click.get_current_context().get_parameter_source("workers") is not click.core.ParameterSource.DEFAULT
         _screen_on_dask(source, output, ruleset, scheduler=scheduler, workers=workers if given else None, lang=lang,
                         include_record=include_record, others={"--log": log_url, "--compare-with": compare_spec,
-                                                               "--brief": brief or None, "--input-format": input_format})
+                                                               "--brief": brief or None, "--input-format": input_format,
+                                                               "--resume": resume or None})
         return
     if scheduler is not None:
         raise click.UsageError("--scheduler is for --engine dask")
     other = _load(compare_spec) if compare_spec else None
-    name = None if source == "-" else source
     show = sys.stderr.isatty() if progress is None else progress
+    if resume:
+        if output == "-":
+            raise click.UsageError("--resume writes OUT.partial beside the output file: name one with -o FILE")
+        if source == "-":
+            raise click.UsageError("--resume reads the input again to go on: give an input file, not -")
     log = _open_log(log_url) if log_url is not None else None
+    if resume:
+        writer_options = {"csv_formula_guard": csv_formula_guard, "brief": brief, "lang": lang}
+        settings = {"format": fmt, "rules": ruleset.stamp, "pack": ruleset.pack, "include_record": include_record,
+                    "compare_with": other.stamp if other else None, "check_duplicates": check_duplicates,
+                    "input_format": input_format, "log": log.shown if log else None, **writer_options}
+        result = _screen_resumable(source, output, ruleset, fmt, settings, log=log, screener=screener, show=show,
+                                   workers=workers, include_record=include_record, compare_with=other,
+                                   check_duplicates=check_duplicates, input_format=input_format,
+                                   writer_options=writer_options)
+        if result is None:
+            return
+    else:
+        result = _screen_once(source, output, ruleset, fmt, log=log, screener=screener, show=show, workers=workers,
+                              include_record=include_record, compare_with=other, check_duplicates=check_duplicates,
+                              input_format=input_format, csv_formula_guard=csv_formula_guard, brief=brief, lang=lang)
+    message = result.summary()
+    if message:
+        click.echo(message, err=True)
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+def _screen_once(source: str, output: str, ruleset: screening.Ruleset, fmt: str, *, log: Any, screener: str | None,
+                 show: bool, workers: int, include_record: bool, compare_with: screening.Ruleset | None,
+                 check_duplicates: bool, input_format: str | None, csv_formula_guard: bool, brief: bool,
+                 lang: str) -> Any:
+    """``screen`` without --resume: the output appears when complete, or not at all."""
+    name = None if source == "-" else source
+    other = compare_with
     batch = None
     try:
         with _open_input(source) as stream, _progress_bar(show) as bar, \
@@ -284,11 +322,56 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
         assert batch is not None
         click.echo(f"{batch.written} decision(s) appended to the screening log {log.shown} "
                    f"(batch {batch.batch_id}).", err=True)
-    message = result.summary()
-    if message:
-        click.echo(message, err=True)
-    if result.exit_code:
-        sys.exit(result.exit_code)
+    return result
+
+
+def _screen_resumable(source: str, output: str, ruleset: screening.Ruleset, fmt: str, settings: dict[str, Any], *,
+                      log: Any, screener: str | None, show: bool, workers: int, include_record: bool,
+                      compare_with: screening.Ruleset | None, check_duplicates: bool, input_format: str | None,
+                      writer_options: dict[str, Any]) -> Any:
+    """``screen --resume``: begin or continue a run that survives being killed (screening.resume);
+    None when an earlier run had completed the output already."""
+    from screening.errors import ResumeError
+    from screening.resume import interrupted_note, open_resumable, resumed_note
+
+    batch = None
+    run_started = False
+    try:
+        with open_resumable(output, input_path=source, settings=settings, with_log=log is not None) as run:
+            if run is None:
+                click.echo(f"{output} was completed by an earlier run; nothing left to do.", err=True)
+                return None
+            run_started = True
+            if run.resumed:
+                click.echo(visible(resumed_note(run)), err=True)
+            if log is not None:
+                assert run.batch_id is not None
+                run.logged, run.logged_last = log.batch_progress(run.batch_id)
+            with _open_input(source) as stream, _progress_bar(show) as bar, \
+                    (log.batch(screener=_screener(screener), source=source, pack=ruleset.pack, batch_id=run.batch_id)
+                     if log else contextlib.nullcontext()) as batch:
+                writer = RowWriter(run.stream, fmt, ruleset, already=run.done.rows, **writer_options)
+                result = screen_batch(stream, writer, ruleset, input_format=input_format, name=source,
+                                      workers=workers, include_record=include_record, compare_with=compare_with,
+                                      check_duplicates=check_duplicates, progress=bar, lang=writer_options["lang"],
+                                      log=batch, resume=run)
+    except ResumeError as exc:  # refused before anything was written
+        raise _failure(exc) from None
+    except screening.ScreeningError as exc:
+        if run_started:
+            click.echo(visible(interrupted_note(output)), err=True)
+        raise _failure(exc) from None
+    except KeyboardInterrupt:
+        click.echo(visible(interrupted_note(output)), err=True)
+        if batch is not None:
+            click.echo(f"The screening log {log.shown if log else ''} kept the decisions written before the "
+                       f"interruption (batch {batch.batch_id}); the next run adds only the others.", err=True)
+        raise
+    if log is not None:
+        assert batch is not None
+        click.echo(f"{batch.written} decision(s) appended to the screening log {log.shown} "
+                   f"(batch {batch.batch_id}).", err=True)
+    return result
 
 
 def _screen_on_dask(source: str, output: str, ruleset: screening.Ruleset, *, scheduler: str | None,
@@ -458,6 +541,54 @@ def _source_name(decisions: str | None, log_url: str | None) -> str:
 
 
 @main.command()
+@click.argument("decisions", metavar="DECISIONS|-", required=False)
+@log_option("Re-screen every entry of the screening log (instead of a DECISIONS file).")
+@click.option("--rules-dir", "rules_dirs", multiple=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False),
+              help="Find the stamped criteria sets in this folder of trial packs (or this pack folder) instead of "
+                   "the shipped packs; may be given more than once.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def verify(decisions: str | None, log_url: str | None, rules_dirs: tuple[str, ...], fmt: str) -> None:
+    """Re-screen logged inputs under the criteria set stamped on each decision, and report every difference.
+
+    Each decision is screened again under its pack and set version (from the pack's archive when it is
+    not the current one); the set file's SHA-256 must match the stamp. DECISIONS is `nlc-screen screen`
+    output made with --include-record. Compared: decision, category, subcategory, primary criterion and
+    every criterion's status. Erased entries are counted as erased. Exit 0 when every decision is
+    re-derived, 1 on any difference, a set changed without a new version, or a set not found.
+
+    Examples:
+
+        nlc-screen verify --log
+
+        nlc-screen verify decisions.jsonl
+    """
+    from pathlib import Path
+
+    from screening.verify import SetFinder, verify_log, verify_rows
+
+    if (decisions is None) == (log_url is None):
+        raise click.UsageError("give a DECISIONS file (or - for standard input), or --log, not both")
+    finder = SetFinder([Path(d) for d in rules_dirs] if rules_dirs else None)
+    try:
+        if log_url is not None:
+            result = verify_log(_open_log(log_url), finder)
+        else:
+            assert decisions is not None
+            with _open_input(decisions) as stream:
+                result = verify_rows(stream, name="input" if decisions == "-" else decisions, finder=finder)
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        for line in result.text().splitlines():  # values from records (ids, sites) escaped, line by line
+            click.echo(visible(line))
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Another machine's address needs tokens (NLC_SCREEN_TOKENS or "
                    "NLC_SCREEN_TOKENS_FILE); put a TLS-terminating reverse proxy in front (README).")
@@ -614,10 +745,12 @@ def redcap_dictionary(rules_spec: str, lang: str, output: str) -> None:
 
 @main.group("log")
 def log_group() -> None:
-    """Move a screening log between databases: export it to JSON Lines, import it into another.
+    """Move a screening log between databases (export it to JSON Lines, import it into another), and
+    erase a candidate's records from it.
 
     URL is sqlite:///FILE or postgresql://USER@HOST/DB; with none, the default log (a SQLite file in
     $NLC_SCREEN_HOME). Every entry keeps its id, so importing the same export twice adds nothing.
+    What the log keeps, for how long, backing it up and erasure: docs/log.md.
     """
 
 
@@ -648,6 +781,44 @@ def log_import(source: str, url: str | None) -> None:
         raise _failure(exc) from None
     click.echo(f"{added} entr{'y' if added == 1 else 'ies'} imported into {log.shown}; {skipped} already there.",
                err=True)
+
+
+@log_group.command("erase")
+@click.option("--site", default=None, metavar="SITE",
+              help="The candidate's site, exactly as screened (leave out for a candidate logged without one).")
+@click.option("--candidate", "candidate_id", required=True, metavar="ID", help="The candidate_id, exactly as screened.")
+@click.option("--reason", required=True, metavar="TEXT",
+              help="Why (a withdrawal of consent, a request under the data protection law, a record screened by "
+                   "mistake); kept with the tombstone.")
+@log_option("The screening log to erase from.")
+@click.option("--screener", default=None, envvar="NLC_SCREEN_SCREENER", metavar="NAME",
+              help="Who erases, as the tombstone keeps it (default: the login name).")
+def log_erase(site: str | None, candidate_id: str, reason: str, log_url: str | None, screener: str | None) -> None:
+    """Erase one candidate's input records from the screening log, keeping the counts.
+
+    Every entry of the candidate keeps its decision, category, criteria statuses and stamps; its input
+    record, the reasons and warnings that quote it, and an included record are cleared. A tombstone
+    keeps when, who (--screener, NLC_SCREEN_SCREENER or the login name) and why; `log export` shows
+    it and `verify` counts the entries as erased. Audits give the same counts as before.
+
+    Example:
+
+        nlc-screen log erase --site "Third People's Hospital of Chengdu" --candidate CD-0048 --reason "consent withdrawn"
+    """
+    log = _open_log(log_url or DEFAULT_LOG)
+    try:
+        erasure = log.erase(site=site, candidate_id=candidate_id, reason=reason, erased_by=_screener(screener))
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    who = f"{candidate_id} ({site})" if site else candidate_id
+    if not erasure.records:
+        click.echo(visible(f"Candidate {who}: the records of its {erasure.entries} entr"
+                           f"{'y' if erasure.entries == 1 else 'ies'} were erased already; this request is kept as "
+                           f"erasure {erasure.erasure_id} too."), err=True)
+        return
+    click.echo(visible(f"Erased candidate {who}: {erasure.records} input record(s) cleared from "
+                       f"{erasure.entries} entr{'y' if erasure.entries == 1 else 'ies'} of {log.shown}; decisions and "
+                       f"counts kept (erasure {erasure.erasure_id}, by {erasure.erased_by})."), err=True)
 
 
 def _list_packs(fmt: str) -> None:

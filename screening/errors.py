@@ -9,7 +9,11 @@
     ├── InputFormatError           a whole input cannot be read (unknown format, unreadable file)
     ├── EngineError                the rules engine failed (durable_rules' own errors are translated here)
     ├── IncomparableRulesets       two criteria sets whose CONSORT boxes differ (diff-rules: different packs)
-    └── WorkerError                a worker process of ``--workers N`` died or failed; the batch stops
+    ├── LogError                   the screening log cannot be opened, read or written
+    ├── OutputError                the output cannot be written (or would overwrite the input)
+    ├── WorkerError                a worker process of ``--workers N`` died or failed; the batch stops
+    ├── ResumeError                ``screen --resume`` cannot go on with the interrupted run it found
+    └── ReportError                a diagram or report cannot be drawn or written (Graphviz missing, …)
 
 The CLI (and any HTTP front end to come) translates these once, at its edge. A ``CandidateRecordError`` never
 stops a batch: it becomes that record's ``error`` row.
@@ -103,6 +107,11 @@ class LogError(ScreeningError):
 
 class WorkerError(ScreeningError):
     """A worker process died or failed while screening; the message names the records in flight."""
+
+
+class ResumeError(ScreeningError):
+    """``screen --resume`` found an interrupted run it cannot go on with (another input or other options,
+    a journal it cannot read, a screening log that does not match); the message says what to do."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

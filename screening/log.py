@@ -5,7 +5,9 @@ decision row, the pack and criteria set (name, version, sha256), the nlc-screen 
 of the input text, the time, who screened it, and the batch id with the record's position in its
 input — and its input record goes to a table of its own (``records``), so that an erasure can clear
 the record without touching a count. Entries are never updated: a re-screen adds an entry, and a
-candidate's current decision is its latest (a candidate is its site and candidate_id).
+candidate's current decision is its latest (a candidate is its site and candidate_id). The one
+exception is an erasure (:meth:`ScreeningLog.erase`): it clears a candidate's records and the values
+its rows quote, keeps their decisions, and leaves a tombstone (table ``erasures``; docs/log.md).
 
 ::
 
@@ -80,6 +82,8 @@ records = Table(
     Column("input_sha256", String(64)),
     Column("body", Text),
     Column("erased_at", DateTime(timezone=True)),
+    #: the erasure that cleared ``body`` (see :data:`erasures`)
+    Column("erasure_id", String(36)),
 )
 
 #: One screening decision. Never updated.
@@ -119,10 +123,31 @@ batches = Table(
     Column("tool_version", String(40), nullable=False),
 )
 
+#: One erasure (``nlc-screen log erase``): a candidate's input records cleared, when, by whom and why.
+erasures = Table(
+    "erasures", metadata_,
+    Column("erasure_id", String(36), primary_key=True),
+    Column("identity", Text, nullable=False),
+    Column("site", Text, nullable=False),
+    Column("candidate_id", Text, nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+    Column("erased_by", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("entries", Integer, nullable=False),
+)
+
+#: What an erasure keeps of a decision row: the decision and its box, each criterion's status (not its
+#: reason, which quotes the record), what to ask next (field paths), the stamps, and an error row's
+#: message and fields (which never quote a value). Reasons, warnings and an included record go.
+KEPT_ON_ERASURE = ("candidate_id", "site", "decision", "category", "subcategory", "primary_criterion", "ask_next",
+                   "error", "error_fields", "ruleset", "parameters")
+
 #: The columns an export line holds, in order (``record`` is the kept input, or null once erased).
 EXPORT_FIELDS = ("entry_id", "site", "candidate_id", "decision", "category", "subcategory", "primary_criterion",
                  "screening_start", "pack", "set_name", "set_version", "set_sha256", "tool_version", "input_sha256",
-                 "screened_at", "screener", "batch_id", "position", "row", "record")
+                 "screened_at", "screener", "batch_id", "position", "row", "record", "erasure")
+#: Export fields an older export may lack (its lines are imported all the same).
+OPTIONAL_EXPORT_FIELDS = ("erasure",)
 
 
 def data_dir() -> Path:
@@ -238,10 +263,11 @@ class ScreeningLog:
 
     @contextmanager
     def batch(self, *, screener: str, source: str, pack: str = "",
-              commit_every: int | None = COMMIT_EVERY) -> Iterator[Batch]:
+              commit_every: int | None = COMMIT_EVERY, batch_id: str | None = None) -> Iterator[Batch]:
         """A batch to add entries to (rows screened with a set of ``pack``); written every
-        ``commit_every`` entries (None: once, at the end, in one transaction)."""
-        batch = Batch(self, screener=screener, source=source, pack=pack, commit_every=commit_every)
+        ``commit_every`` entries (None: once, at the end, in one transaction). ``batch_id``: go on with
+        that batch (a resumed run; see :meth:`batch_progress`), else a new one."""
+        batch = Batch(self, screener=screener, source=source, pack=pack, commit_every=commit_every, batch_id=batch_id)
         try:
             yield batch
         except BaseException:
@@ -332,20 +358,108 @@ class ScreeningLog:
 
     def export(self, write: Callable[[str], object]) -> int:
         """Every entry as one JSON line (:data:`EXPORT_FIELDS`) given to ``write``, oldest first; how many."""
-        query = (select(*(entries.c[name] for name in EXPORT_FIELDS if name != "record"), records.c.body)
-                 .select_from(entries.outerjoin(records, entries.c.entry_id == records.c.entry_id))
+        query = (select(*(entries.c[name] for name in EXPORT_FIELDS if name not in ("record", "erasure")),
+                        records.c.body, erasures.c.erasure_id, erasures.c.erased_at.label("erasure_at"),
+                        erasures.c.erased_by, erasures.c.reason, erasures.c.entries.label("erasure_entries"))
+                 .select_from(entries.outerjoin(records, entries.c.entry_id == records.c.entry_id)
+                              .outerjoin(erasures, records.c.erasure_id == erasures.c.erasure_id))
                  .order_by(entries.c.id))
         written = 0
         with self._read() as conn:
             for r in conn.execute(query).mappings():
-                line = {name: r[name] for name in EXPORT_FIELDS if name not in ("record", "row")}
+                line = {name: r[name] for name in EXPORT_FIELDS if name not in ("record", "row", "erasure")}
                 line["screening_start"] = r["screening_start"].isoformat() if r["screening_start"] else None
                 line["screened_at"] = _iso(r["screened_at"])
                 line["row"] = orjson.loads(r["row"])
                 line["record"] = r["body"]
+                line["erasure"] = None if r["erasure_id"] is None else {
+                    "erasure_id": r["erasure_id"], "erased_at": _iso(r["erasure_at"]), "erased_by": r["erased_by"],
+                    "reason": r["reason"], "entries": r["erasure_entries"]}
                 write(orjson.dumps(line).decode() + "\n")
                 written += 1
         return written
+
+    def erase(self, *, site: str | None, candidate_id: str, reason: str, erased_by: str) -> Erasure:
+        """Clear the input records of every entry of one candidate (its site and candidate_id, exactly as
+        logged) and the values their decision rows quote, keeping each entry's decision, category,
+        criteria statuses and stamps (:data:`KEPT_ON_ERASURE`); keep a tombstone saying when, who
+        and why. Counts, audits and the current decision stay as they were.
+
+        :raises LogError: the log holds no entry of that candidate, the reason is empty, or the log
+            cannot be written.
+        """
+        reason = reason.strip()
+        if not reason:
+            raise LogError("an erasure needs a reason (--reason TEXT): the log keeps it with the tombstone")
+        identity = _identity_of(site or "", candidate_id)
+        who = f"candidate {candidate_id} at site {site}" if site else f"candidate {candidate_id} (no site)"
+        erasure = Erasure(erasure_id=str(uuid.uuid4()), site=site or "", candidate_id=candidate_id,
+                          erased_at=_now(), erased_by=erased_by[:200], reason=reason[:2000])
+        try:
+            with self.engine.begin() as conn:
+                ids = list(conn.execute(select(entries.c.entry_id).where(entries.c.identity == identity)
+                                        .order_by(entries.c.id)).scalars())
+                if not ids:
+                    raise LogError(f"the screening log {self.shown} holds no entry of {who}; check the site and "
+                                   "id as they were screened (`nlc-screen audit --log --by site`)")
+                erasure.entries = len(ids)
+                conn.execute(insert(erasures).values(
+                    erasure_id=erasure.erasure_id, identity=identity, site=erasure.site,
+                    candidate_id=candidate_id, erased_at=erasure.erased_at, erased_by=erasure.erased_by,
+                    reason=erasure.reason, entries=erasure.entries))
+                erasure.records = _clear(conn, ids, erasure.erasure_id, erasure.erased_at)
+        except SQLAlchemyError as exc:
+            raise LogError(f"cannot write to the screening log {self.shown}: {_reason(exc)}") from None
+        self._purge()
+        return erasure
+
+    def erasures(self) -> list[dict[str, Any]]:
+        """Every erasure's tombstone, oldest first."""
+        query = select(erasures.c.erasure_id, erasures.c.site, erasures.c.candidate_id, erasures.c.erased_at,
+                       erasures.c.erased_by, erasures.c.reason, erasures.c.entries).order_by(erasures.c.erased_at)
+        with self._read() as conn:
+            return [dict(r, erased_at=_iso(r["erased_at"])) for r in conn.execute(query).mappings()]
+
+    def _purge(self) -> None:
+        """After an erasure: SQLite copies the write-ahead log into the file and empties it (the cleared
+        values were overwritten with zeros there: ``secure_delete``). PostgreSQL keeps old row versions
+        until VACUUM (docs/log.md)."""
+        if self.backend != "sqlite":
+            return
+        raw = self.engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except Exception:  # noqa: BLE001 - another reader holds the WAL: it is emptied at the next checkpoint
+            pass
+        finally:
+            raw.close()
+
+    def batch_progress(self, batch_id: str) -> tuple[int, str | None]:
+        """How many entries batch ``batch_id`` has in the log, and the input position of its last (None
+        when it has none). A batch's chunks are committed in input order, so they are its first records."""
+        with self._read() as conn:
+            count = conn.execute(select(func.count()).select_from(entries)
+                                 .where(entries.c.batch_id == batch_id)).scalar_one()
+            last = conn.execute(select(entries.c.position).where(entries.c.batch_id == batch_id)
+                                .order_by(entries.c.id.desc()).limit(1)).scalar()
+        return int(count), last
+
+    def replay(self) -> Iterator[dict[str, Any]]:
+        """Every entry with what re-screening it needs, oldest first: ``entry_id``, ``position``,
+        ``candidate_id``, ``site``, ``pack``, ``set_name``, ``set_version``, ``set_sha256``, ``row`` (the
+        decision logged), ``record`` (the input text kept, or None) and ``erased_at`` (None unless erased)."""
+        query = (select(entries.c.entry_id, entries.c.position, entries.c.candidate_id, entries.c.site,
+                        entries.c.pack, entries.c.set_name, entries.c.set_version, entries.c.set_sha256,
+                        entries.c.row, records.c.body, records.c.erased_at)
+                 .select_from(entries.outerjoin(records, entries.c.entry_id == records.c.entry_id))
+                 .order_by(entries.c.id))
+        with self._read() as conn:
+            for r in conn.execution_options(yield_per=500).execute(query).mappings():
+                item = dict(r)
+                item["row"] = orjson.loads(item["row"])
+                item["record"] = item.pop("body")
+                item["erased_at"] = _iso(item["erased_at"])
+                yield item
 
     def import_(self, lines: Iterable[bytes], *, name: str = "input") -> tuple[int, int]:
         """Entries exported from another log, in one transaction; (added, already there). An entry
@@ -360,6 +474,12 @@ class ScreeningLog:
                     item = _export_line(raw, f"{name} line {number}")
                     exists = conn.execute(select(entries.c.id).where(entries.c.entry_id == item["entry_id"])).first()
                     if exists:
+                        tombstone = item.get("erasure")
+                        if tombstone is not None:  # erased there: erased here too
+                            identity = conn.execute(select(entries.c.identity).where(
+                                entries.c.entry_id == item["entry_id"])).scalar_one()
+                            _keep_tombstone(conn, tombstone, identity, item)
+                            _clear(conn, [item["entry_id"]], tombstone["erasure_id"], tombstone["erased_at"])
                         skipped += 1
                         continue
                     if item["batch_id"] not in seen_batches:
@@ -370,13 +490,19 @@ class ScreeningLog:
                             conn.execute(insert(batches).values(
                                 batch_id=item["batch_id"], started_at=item["screened_at"], screener=item["screener"],
                                 source=f"imported from {name}"[:300], tool_version=item["tool_version"]))
-                    values = {k: item[k] for k in EXPORT_FIELDS if k not in ("record", "row")}
+                    values = {k: item[k] for k in EXPORT_FIELDS if k not in ("record", "row", "erasure")}
                     identity = (_identity_of(item["site"] or "", item["candidate_id"])
                                 if DuplicateCheck.counts(item["row"]) else f"entry:{item['entry_id']}")
                     conn.execute(insert(entries).values(**values, identity=identity,
                                                         row=orjson.dumps(item["row"]).decode()))
-                    conn.execute(insert(records).values(entry_id=item["entry_id"], input_sha256=item["input_sha256"],
-                                                        body=item["record"]))
+                    tombstone = item.get("erasure")
+                    if tombstone is not None:
+                        _keep_tombstone(conn, tombstone, identity, item)
+                    conn.execute(insert(records).values(
+                        entry_id=item["entry_id"], input_sha256=item["input_sha256"],
+                        body=None if tombstone is not None else item["record"],
+                        erased_at=tombstone["erased_at"] if tombstone is not None else None,
+                        erasure_id=tombstone["erasure_id"] if tombstone is not None else None))
                     added += 1
         except SQLAlchemyError as exc:
             raise LogError(f"cannot write to the screening log {shown_url(self.url or '')}: {_reason(exc)}") from None
@@ -407,10 +533,11 @@ class Batch:
     #: Entries per chunk handed to the writer when the batch is one transaction.
     CHUNK = 1000
 
-    def __init__(self, log: ScreeningLog, *, screener: str, source: str, pack: str, commit_every: int | None) -> None:
+    def __init__(self, log: ScreeningLog, *, screener: str, source: str, pack: str, commit_every: int | None,
+                 batch_id: str | None = None) -> None:
         self.log = log
         self.pack = pack
-        self.batch_id = str(uuid.uuid4())
+        self.batch_id = batch_id or str(uuid.uuid4())
         self.screener = screener[:200]
         self.source = source[:300]
         self.commit_every = commit_every
@@ -500,7 +627,7 @@ class Batch:
     def _insert(self, conn: Connection, chunk: list[tuple[dict[str, Any], str | None, str, dt.date | None]],
                 first: bool) -> None:
         now = _now()
-        if first:
+        if first and not conn.execute(select(batches.c.batch_id).where(batches.c.batch_id == self.batch_id)).first():
             conn.execute(insert(batches).values(batch_id=self.batch_id, started_at=now, screener=self.screener,
                                                 source=self.source, tool_version=self.version))
         if not chunk:
@@ -524,6 +651,57 @@ class Batch:
             record_rows.append({"entry_id": entry_id, "input_sha256": digest, "body": text})
         _insert_many(conn, entries, entry_rows, dates=("screening_start",), times=("screened_at",))
         _insert_many(conn, records, record_rows)
+
+
+@dataclass
+class Erasure:
+    """A tombstone: one candidate's input records cleared (see :meth:`ScreeningLog.erase`)."""
+
+    erasure_id: str
+    site: str
+    candidate_id: str
+    erased_at: dt.datetime
+    erased_by: str
+    reason: str
+    #: the candidate's entries, and how many of their records this erasure cleared (the others were already)
+    entries: int = 0
+    records: int = 0
+
+
+def erased_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A decision row as an erasure leaves it: :data:`KEPT_ON_ERASURE`, each criterion's status only,
+    and ``erased: true``."""
+    kept = {key: row[key] for key in KEPT_ON_ERASURE if key in row}
+    if "criteria" in row:
+        kept["criteria"] = {cid: {"status": (result or {}).get("status")} for cid, result in row["criteria"].items()}
+    kept["erased"] = True
+    return kept
+
+
+def _clear(conn: Connection, entry_ids: list[str], erasure_id: str, when: dt.datetime) -> int:
+    """Clear the records of ``entry_ids`` not cleared yet and strip their rows; how many records were cleared."""
+    cleared = 0
+    for start in range(0, len(entry_ids), 500):
+        ids = entry_ids[start:start + 500]
+        cleared += conn.execute(records.update().where(records.c.entry_id.in_(ids), records.c.erased_at.is_(None))
+                                .values(body=None, erased_at=when, erasure_id=erasure_id)).rowcount or 0
+        for entry_id, text in conn.execute(select(entries.c.entry_id, entries.c.row)
+                                           .where(entries.c.entry_id.in_(ids))).all():
+            row = orjson.loads(text)
+            if not row.get("erased"):
+                conn.execute(entries.update().where(entries.c.entry_id == entry_id)
+                             .values(row=orjson.dumps(erased_row(row)).decode()))
+    return cleared
+
+
+def _keep_tombstone(conn: Connection, tombstone: dict[str, Any], identity: str, item: dict[str, Any]) -> None:
+    """Add an imported tombstone unless the log has it already."""
+    if conn.execute(select(erasures.c.erasure_id).where(erasures.c.erasure_id == tombstone["erasure_id"])).first():
+        return
+    conn.execute(insert(erasures).values(
+        erasure_id=tombstone["erasure_id"], identity=identity, site=item["site"] or "",
+        candidate_id=item["candidate_id"], erased_at=tombstone["erased_at"], erased_by=str(tombstone["erased_by"]),
+        reason=str(tombstone["reason"]), entries=int(tombstone["entries"])))
 
 
 _COMMIT, _ROLLBACK = object(), object()
@@ -586,9 +764,19 @@ def _export_line(raw: bytes, where: str) -> dict[str, Any]:
         item = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise LogError(f"{where}: not JSON ({exc})") from None
-    if not isinstance(item, dict) or set(item) != set(EXPORT_FIELDS):
-        missing = sorted(set(EXPORT_FIELDS) - set(item)) if isinstance(item, dict) else []
+    required = set(EXPORT_FIELDS) - set(OPTIONAL_EXPORT_FIELDS)
+    if not isinstance(item, dict) or not required <= set(item) <= set(EXPORT_FIELDS):
+        missing = sorted(required - set(item)) if isinstance(item, dict) else []
         raise LogError(f"{where}: not an exported log entry (missing: {', '.join(missing) or 'the fields'})")
+    tombstone = item.setdefault("erasure", None)
+    if tombstone is not None:
+        if not isinstance(tombstone, dict) or set(tombstone) != {"erasure_id", "erased_at", "erased_by", "reason",
+                                                                  "entries"}:
+            raise LogError(f"{where}: 'erasure' is not what an export writes")
+        try:
+            tombstone["erased_at"] = dt.datetime.fromisoformat(str(tombstone["erased_at"]))
+        except ValueError:
+            raise LogError(f"{where}: 'erasure.erased_at' is not a time") from None
     when = item["screened_at"]
     try:
         item["screened_at"] = dt.datetime.fromisoformat(when) if isinstance(when, str) else None
@@ -608,7 +796,7 @@ def _reason(exc: SQLAlchemyError) -> str:
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
-    """WAL, a busy timeout, foreign keys; the write lock taken at BEGIN (no deadlock on upgrade)."""
+    """WAL, a busy timeout, foreign keys, secure_delete; the write lock taken at BEGIN (no deadlock on upgrade)."""
 
     @event.listens_for(engine, "connect")
     def connect(dbapi_connection: Any, _record: Any) -> None:
@@ -620,6 +808,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         except Exception:  # noqa: BLE001 - a read-only medium: the log can still be read
             pass
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA secure_delete=ON")  # what an erasure clears is overwritten, not left in free space
         cursor.close()
 
     @event.listens_for(engine, "begin")

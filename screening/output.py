@@ -190,14 +190,16 @@ class RowWriter:
     BATCH = 256
 
     def __init__(self, out: TextOut, fmt: str, ruleset: Ruleset, *, csv_formula_guard: bool = True,
-                 brief: bool = False, lang: str = DEFAULT_LANG) -> None:
+                 brief: bool = False, lang: str = DEFAULT_LANG, already: int = 0) -> None:
+        """``already``: rows written to ``out`` before (a resumed run): no CSV header or JSON opening
+        bracket again, and the next row is separated from the last."""
         self.out = out
         self.lang = lang
         self.fmt = fmt
         self.ruleset = ruleset
         self.csv_formula_guard = csv_formula_guard
         self.brief = brief
-        self._count = 0
+        self._count = already
         self._pending: list[str] = []
         self._write = out.write
 

@@ -109,6 +109,10 @@ class Block:
     errors: int
     #: the chunk's input items, when the main process read them (not when workers read a file themselves)
     items: list[Item] | None = None
+    #: each row's duplicate-check key and spelling tag (:meth:`~screening.screen.DuplicateCheck.key`; key 0:
+    #: takes no part), when the check runs: what a resumable run journals
+    keys: array[int] | None = None
+    tags: array[int] | None = None
 
     def rows(self) -> Iterator[RenderedRow]:
         for line in self.text.split(b"\n")[:self.count]:
@@ -246,7 +250,8 @@ Task = tuple[Span, Any, tuple[Any, ...]]
 class _Pipeline:
     """Chunks through a worker pool, results back in order, a bounded number in flight."""
 
-    def __init__(self, ruleset: Ruleset, workers: int, options: dict[str, Any], check_duplicates: bool) -> None:
+    def __init__(self, ruleset: Ruleset, workers: int, options: dict[str, Any], check_duplicates: bool,
+                 duplicates: Any = None) -> None:
         from .screen import DuplicateCheck, Screener
 
         if workers < 1:
@@ -256,7 +261,7 @@ class _Pipeline:
         self.ruleset = ruleset
         self.workers = workers
         self.options = options
-        self.dupes = DuplicateCheck() if check_duplicates else None
+        self.dupes = duplicates if duplicates is not None else DuplicateCheck() if check_duplicates else None
         self._local: Screener | None = None  # renders rows of unreadable items here (no engine call)
 
     def run(self, tasks: Iterator[Task]) -> Iterator[Block]:
@@ -360,21 +365,27 @@ class _Pipeline:
                     lines[i] = orjson.dumps(row)
         if lines is not None:
             text = b"\n".join(lines)
-        return Block(text, count, errors, items)
+        if dupes is None:
+            return Block(text, count, errors, items)
+        tags = array("Q", (entry >> DuplicateCheck._TAG_SHIFT for entry in entries))
+        return Block(text, count, errors, items, keys=keys, tags=tags)
 
 
 def screen_blocks(items: Iterable[Item], ruleset: Ruleset, *, workers: int, include_record: bool = False,
-                  check_duplicates: bool = True, chunk_size: int = CHUNK, **screener_options: Any) -> Iterator[Block]:
+                  check_duplicates: bool = True, chunk_size: int = CHUNK, duplicates: Any = None,
+                  **screener_options: Any) -> Iterator[Block]:
     """Screen a stream of items in up to ``workers`` processes: blocks of rows, in input order.
 
     ``workers`` is at most :data:`MAX_WORKERS`; no more processes are started than there are chunks
     of ``chunk_size`` items among the first ``workers`` (none for an empty stream). Extra keyword
-    arguments go to each worker's :class:`~screening.screen.Screener`.
+    arguments go to each worker's :class:`~screening.screen.Screener`. ``duplicates``: the duplicate
+    check to go on with (a resumed batch's), else a new one when ``check_duplicates``.
 
     :raises ValueError: ``workers`` is below 1 or above :data:`MAX_WORKERS`.
     :raises WorkerError: a worker process died or failed; the message names the records in flight.
     """
-    pipeline = _Pipeline(ruleset, workers, dict(screener_options, include_record=include_record), check_duplicates)
+    pipeline = _Pipeline(ruleset, workers, dict(screener_options, include_record=include_record), check_duplicates,
+                         duplicates)
 
     def tasks() -> Iterator[Task]:
         source = iter(items)

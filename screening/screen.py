@@ -309,11 +309,15 @@ def add_duplicate_warning(row: dict[str, Any], first: str, *, near: bool = False
 
 def screen_items(items: Iterable[Item], ruleset: Ruleset, *, evaluator: Evaluator | None = None,
                  include_record: bool = False, check_duplicates: bool = True,
-                 compare_with: Ruleset | None = None, lang: str = "en") -> Iterator[dict[str, Any]]:
-    """Screen a stream of input items; yields exactly one row per item, in order."""
+                 compare_with: Ruleset | None = None, lang: str = "en",
+                 duplicates: DuplicateCheck | None = None) -> Iterator[dict[str, Any]]:
+    """Screen a stream of input items; yields exactly one row per item, in order.
+
+    ``duplicates``: the duplicate check to go on with (one that has seen the records before these:
+    a resumed batch); by default a new one, when ``check_duplicates``."""
     screener = Screener(ruleset, evaluator=evaluator, include_record=include_record, compare_with=compare_with,
                         lang=lang)
-    dupes = DuplicateCheck() if check_duplicates else None
+    dupes = duplicates if duplicates is not None else DuplicateCheck() if check_duplicates else None
     for item in items:
         row = screener.item(item)
         if dupes is not None:

@@ -82,7 +82,7 @@ def _clean_postgres(url: str) -> None:
 
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS entries, records, batches, alembic_version CASCADE")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS entries, records, batches, erasures, alembic_version CASCADE")
     engine.dispose()
 
 
