@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import IO, Any, TypeVar
 
 import click
+import orjson
 
 import screening
 from screening import audit as audit_mod
@@ -29,6 +30,7 @@ from screening.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_OUTPUT,
+    EXIT_RECORD_ERRORS,
     EXIT_UNREADABLE,
     OutputError,
 )
@@ -51,6 +53,23 @@ lang_option = click.option(
     show_envvar=True,
     help="Language of the texts for people: titles, reasons, questions, warnings, box labels (zh: Simplified "
          "Chinese, a draft awaiting clinical review). Keys, statuses, field paths and record errors stay English.")
+
+
+def fhir_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a FHIR import (``import fhir``, ``screen --input-format fhir``)."""
+    for option in reversed((
+        click.option("--screening-start", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
+                     help="FHIR: D0, the date every record is as of (required unless --screening-start-file "
+                          "gives every candidate's)."),
+        click.option("--screening-start-file", default=None, metavar="CSV",
+                     help="FHIR: a CSV with the columns candidate_id and screening_start (D0 per candidate; "
+                          "--screening-start for the others)."),
+        click.option("--site", default=None, help="FHIR: the screening site every imported record gets."),
+        click.option("--id-system", default=None, metavar="URI",
+                     help="FHIR: take candidate_id from the Patient identifier of this system (default: Patient.id)."),
+    )):
+        command = option(command)
+    return command
 
 
 #: ``--log`` with no URL: the default screening log (a SQLite file in the data directory).
@@ -230,13 +249,16 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="With --engine dask: the cluster's scheduler (tcp://host:8786); default: a local cluster of "
                    "--workers processes.")
+@fhir_options
 def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, output: str,
            include_record: bool, compare_spec: str | None, check_duplicates: bool, workers: int,
            csv_formula_guard: bool, progress: bool | None, brief: bool, lang: str, log_url: str | None,
-           screener: str | None, engine: str, scheduler: str | None) -> None:
-    """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
+           screener: str | None, engine: str, scheduler: str | None, screening_start: dt.datetime | None,
+           screening_start_file: str | None, site: str | None, id_system: str | None) -> None:
+    """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV (or FHIR bundles).
 
-    Writes one decision per input record, in input order. A record that cannot be read becomes an
+    Writes one decision per input record, in input order. With --input-format fhir, PATH is a FHIR
+    bundle or a directory of them, imported as `nlc-screen import fhir` does (docs/fhir.md). A record that cannot be read becomes an
     `error` row naming its line (or index) and field; the others go on, and the exit code is 3.
     Exit 1 when part of the input could not be read at all (the message says how many records) or
     it holds no record; 4 when the output cannot be written.
@@ -257,20 +279,23 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
         return
     if scheduler is not None:
         raise click.UsageError("--scheduler is for --engine dask")
+    fhir = _fhir_import(ruleset, input_format, screening_start, screening_start_file, site, id_system)
     other = _load(compare_spec) if compare_spec else None
     name = None if source == "-" else source
     show = sys.stderr.isatty() if progress is None else progress
     log = _open_log(log_url) if log_url is not None else None
     batch = None
     try:
-        with _open_input(source) as stream, _progress_bar(show) as bar, \
+        with (_open_input(source) if fhir is None else contextlib.nullcontext(sys.stdin.buffer)) as stream, \
+                _progress_bar(show) as bar, \
                 open_output(output, input_path=source) as out, \
                 (log.batch(screener=_screener(screener), source=source, pack=ruleset.pack) if log
                  else contextlib.nullcontext()) as batch:
             writer = RowWriter(out, fmt, ruleset, csv_formula_guard=csv_formula_guard, brief=brief, lang=lang)
             result = screen_batch(stream, writer, ruleset, input_format=input_format, name=name, workers=workers,
                                   include_record=include_record, compare_with=other,
-                                  check_duplicates=check_duplicates, progress=bar, lang=lang, log=batch)
+                                  check_duplicates=check_duplicates, progress=bar, lang=lang, log=batch,
+                                  items=None if fhir is None else fhir.items([source], sys.stdin.buffer))
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
     except KeyboardInterrupt:  # say what the log kept: those decisions count from now on
@@ -278,6 +303,8 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
             click.echo(f"The screening log {log.shown if log else ''} kept the {batch.written} decision(s) written "
                        f"before the interruption (batch {batch.batch_id}).", err=True)
         raise
+    if fhir is not None:
+        click.echo(fhir.stats.summary(), err=True)
     if log is not None:
         assert batch is not None
         click.echo(f"{batch.written} decision(s) appended to the screening log {log.shown} "
@@ -437,6 +464,62 @@ def serve(host: str, port: int, rules_spec: str, log_url: str | None, workers: i
             workers=workers)
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
+
+
+def _fhir_import(ruleset: screening.Ruleset, input_format: str | None, screening_start: dt.datetime | None,
+                 screening_start_file: str | None, site: str | None, id_system: str | None) -> Any:
+    """A FHIR import for ``--input-format fhir`` (None for any other format, which takes no FHIR option)."""
+    given = [name for name, value in (("--screening-start", screening_start), ("--screening-start-file",
+             screening_start_file), ("--site", site), ("--id-system", id_system)) if value is not None]
+    if input_format != "fhir":
+        if given:
+            raise click.UsageError(f"{', '.join(given)} are for --input-format fhir")
+        return None
+    from screening.fhir_import import FhirImport
+
+    try:
+        return FhirImport(ruleset, screening_start=screening_start.date() if screening_start else None,
+                          screening_start_file=screening_start_file, site=site, id_system=id_system)
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+
+
+@main.group("import")
+def import_group() -> None:
+    """Import candidates from other systems' records (FHIR R4 bundles) as intake records (JSON Lines)."""
+
+
+@import_group.command("fhir")
+@click.argument("sources", nargs=-1, required=True, metavar="BUNDLE_OR_DIR...")
+@rules_option
+@fhir_options
+@click.option("-o", "--output", default="-", metavar="FILE.jsonl|-", help="Where to write (default: standard output).")
+def import_fhir(sources: tuple[str, ...], rules_spec: str, screening_start: dt.datetime | None,
+                screening_start_file: str | None, site: str | None, id_system: str | None, output: str) -> None:
+    """Write one intake record per Patient of FHIR R4 bundles, as JSON Lines (criteria.md §8.3).
+
+    A directory's *.json files are read in name order. A bundle that cannot be read becomes one
+    {"error": …, "source": FILE} line and the run goes on; `screen` turns it into an error row. A
+    summary on stderr counts patients and errors, and names the fields no bundle provided.
+    Exit 3 when some bundle was an error line. See docs/fhir.md.
+
+    Example:
+
+        nlc-screen import fhir fixtures/fhir/synthea --screening-start 2021-04-01 --site Synthea | nlc-screen screen -
+    """
+    ruleset = _load(rules_spec)
+    run = _fhir_import(ruleset, "fhir", screening_start, screening_start_file, site, id_system)
+    try:
+        with open_output(output) as out:
+            for line in run.lines(sources, sys.stdin.buffer):
+                out.write(orjson.dumps(line).decode() + "\n")
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    click.echo(run.stats.summary(), err=True)
+    if run.stats.errors:
+        sys.exit(EXIT_RECORD_ERRORS)
+    if run.stats.records == 0:
+        sys.exit(EXIT_UNREADABLE)
 
 
 @main.group()

@@ -57,7 +57,9 @@ def test_null_is_unknown_not_an_error() -> None:
 
 def test_schema_lists_every_field_path() -> None:
     schema = screening.record_json_schema()
-    assert set(schema["properties"]) == {p for p in list(screening.load_ruleset().record.paths) if "." not in p}
+    # every pack's fields, and the importers' provenance that every record may carry (outside fields.yaml)
+    assert set(schema["properties"]) == {p for p in list(screening.load_ruleset().record.paths) if "." not in p} | {
+        "provenance"}
     assert "conditions.malignant_tumor_site" in list(screening.load_ruleset().record.paths)
 
 
@@ -65,5 +67,5 @@ def test_public_surface_is_what_all_says() -> None:
     exported = {name for name in dir(screening) if not name.startswith("_")}
     modules = {"audit", "conditions", "decision", "decision_row", "derivations", "describe", "engine", "errors", "facts", "i18n",
                "fields", "generate", "io", "matching", "output", "protocol", "record", "scale", "screen", "batch", "sink",
-               "text", "log", "service", "redcap", "cluster", "diagram"}
+               "text", "log", "service", "redcap", "cluster", "diagram", "fhir_import", "fhir_export"}
     assert exported - modules == set(screening.__all__)
