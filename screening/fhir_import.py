@@ -313,11 +313,12 @@ def _days(duration: Any) -> int | None:
 
 @dataclass
 class _Med:
-    """A medicine taken from a request or statement, its drug resolved at the end of the bundle."""
+    """A medicine of a drug class taken from a request or statement (a referenced Medication is
+    resolved at the end of the bundle: it may come later)."""
 
     source: str
     subject: str | None
-    concept: Any
+    drug: _Drug | None
     reference: str | None
     start: dt.date | None
     stop: dt.date | None
@@ -355,7 +356,7 @@ class _Bundle:
         self.patients: list[tuple[Any, tuple[str, ...]]] = []
         self.subjects: dict[str, _Subject] = {}
         self.meds: list[_Med] = []
-        self.drugs: dict[str, Any] = {}           # Medication reference key -> its code
+        self.drugs: dict[str, _Drug] = {}         # Medication reference key -> its medicine, if of a class
         self.dispensed: dict[str, dt.date] = {}   # request reference key -> the latest supply end
 
     # -- entries ----------------------------------------------------------------------------------
@@ -478,12 +479,16 @@ class _Bundle:
                         facts.sites.setdefault(site_field, []).append(code.site)
 
     def _medication(self, resource: Any, source: str, aliases: tuple[str, ...]) -> None:
-        for alias in aliases:
-            self.drugs[alias] = resource.code
+        drug = self._drug(resource.code)
+        if drug is not None:  # only a medicine of a class is kept (memory stays flat)
+            for alias in aliases:
+                self.drugs[alias] = drug
 
     def _medicationdispense(self, resource: Any, source: str, aliases: tuple[str, ...]) -> None:
         if resource.status in self.mapping.medication["dispense"].get("ignore_status", ()):
             return
+        if resource.medicationCodeableConcept is not None and self._drug(resource.medicationCodeableConcept) is None:
+            return  # a medicine of no class: its request is not kept either
         handed = _day(resource.whenHandedOver) or _day(resource.whenPrepared)
         if handed is None:
             return
@@ -501,7 +506,10 @@ class _Bundle:
         ongoing = status in rules.get("ongoing_status", ())
         stopped = status in rules.get("stopped_status", ())
         reference = resource.medicationReference
-        self.meds.append(_Med(source, self._subject(resource.subject), resource.medicationCodeableConcept,
+        drug = self._drug(resource.medicationCodeableConcept)
+        if drug is None and reference is None:
+            return  # a medicine of no drug class changes no criterion: not copied
+        self.meds.append(_Med(source, self._subject(resource.subject), drug,
                               _ref_key(reference.reference) if reference is not None else None, start,
                               stop if stopped else None, ongoing, aliases, request and stopped))
 
@@ -621,8 +629,7 @@ class _Bundle:
         for med in self.meds:
             if not self._mine(med.subject, aliases, lone) or (med.start is not None and med.start > d0):
                 continue
-            concept = med.concept if med.concept is not None else self.drugs.get(med.reference or "")
-            drug = self._drug(concept)
+            drug = med.drug if med.drug is not None else self.drugs.get(med.reference or "")
             if drug is None:
                 continue
             stop = med.stop
