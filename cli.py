@@ -522,6 +522,56 @@ def import_fhir(sources: tuple[str, ...], rules_spec: str, screening_start: dt.d
         sys.exit(EXIT_UNREADABLE)
 
 
+@main.group("export")
+def export_group() -> None:
+    """Export decisions to other systems' formats (FHIR R4B ResearchSubject resources)."""
+
+
+@export_group.command("fhir")
+@click.argument("decisions", metavar="DECISIONS|-")
+@rules_option
+@click.option("--format", "fmt", type=click.Choice(["ndjson", "bundle"]), default="ndjson", show_default=True,
+              help="ndjson: one ResearchSubject a line (FHIR bulk data); bundle: one Bundle of type collection.")
+@click.option("--id-system", default=None, metavar="URI",
+              help="Refer to each candidate by an identifier of this system (default: Patient/<candidate_id>).")
+@click.option("-o", "--output", default="-", metavar="FILE|-", help="Where to write (default: standard output).")
+def export_fhir(decisions: str, rules_spec: str, fmt: str, id_system: str | None, output: str) -> None:
+    """Write a ResearchSubject for every decision of `screen` output (JSON Lines or an array).
+
+    Its status comes from the decision and CONSORT box (the pack's fhir.yaml), `study` is the set's
+    ResearchStudy (`nlc-screen rules --format fhir`), `individual` the candidate, and the reasons are
+    in a note. Error rows are counted on stderr, not exported.
+
+    Example:
+
+        nlc-screen screen examples/one.json --format jsonl | nlc-screen export fhir -
+    """
+    from screening.audit import read_rows
+    from screening.fhir_export import ExportStats, bundle_entry, research_subjects
+
+    ruleset = _load(rules_spec)
+    stats = ExportStats()
+    try:
+        with _open_input(decisions) as stream, open_output(output, input_path=decisions) as out:
+            subjects = research_subjects(read_rows(stream, name="input" if decisions == "-" else decisions),
+                                         ruleset, id_system=id_system, stats=stats)
+            if fmt == "bundle":
+                out.write('{"resourceType":"Bundle","type":"collection","entry":[')
+            for n, subject in enumerate(subjects):
+                if fmt == "bundle":
+                    out.write(("," if n else "") + orjson.dumps(bundle_entry(subject)).decode())
+                else:
+                    out.write(orjson.dumps(subject).decode() + "\n")
+            if fmt == "bundle":
+                out.write("]}\n")
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    click.echo(f"{stats.written} ResearchSubject(s) written; {stats.errors} error row(s) and {stats.other} row(s) "
+               f"of a box without a status not exported.", err=True)
+    if stats.written == 0:
+        sys.exit(EXIT_UNREADABLE)
+
+
 @main.group()
 def redcap() -> None:
     """REDCap: the screening instrument as a data dictionary (screen its exports with --input-format redcap)."""
@@ -606,8 +656,10 @@ def _list_packs(fmt: str) -> None:
 @click.option("--check", is_flag=True,
               help="Only load and validate the criteria set; given a pack (its name or folder), every set of it.")
 @click.option("--list", "list_sets", is_flag=True, help="List the shipped trial packs, their sets and versions.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
-              help="markdown: the set as a specification page (what docs/criteria/<set>.md holds).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "fhir"]), default="text",
+              show_default=True,
+              help="markdown: the set as a specification page (what docs/criteria/<set>.md holds); fhir: a FHIR R4B "
+                   "Bundle, the set as a ResearchStudy and one EvidenceVariable per criterion (docs/fhir.md).")
 @lang_option
 @click.pass_context
 def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, list_sets: bool, fmt: str,
@@ -643,6 +695,13 @@ def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, 
 
     if fmt == "markdown":
         click.echo(ruleset_markdown(ruleset, lang), nl=False)
+    elif fmt == "fhir":
+        from screening.fhir_export import criteria_bundle
+
+        try:
+            click.echo(json.dumps(criteria_bundle(ruleset), indent=2, ensure_ascii=False))
+        except screening.ScreeningError as exc:
+            raise _failure(exc) from None
     elif fmt == "json":
         click.echo(json.dumps(ruleset_json(ruleset, lang), indent=2, ensure_ascii=False))
     else:

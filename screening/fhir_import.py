@@ -152,13 +152,15 @@ def load_mapping(ruleset: Ruleset) -> Mapping:
             raise fail(f"{value!r} is a {spec.type}, not a {' or '.join(types)}", key)
         return str(value)
 
-    top = mapping(data, "", {"systems", "patient", "condition", "procedure", "medication", "consent", "provenance"})
+    top = mapping(data, "", {"systems", "patient", "condition", "procedure", "medication", "consent", "provenance",
+                             "export"})  # export: read and checked by screening.fhir_export
     for key in ("systems", "patient", "condition", "procedure", "medication", "consent", "provenance"):
         if key not in top:
             raise fail("missing", key)
     systems: dict[str, str] = {}
     for name, uris in mapping(top["systems"], "systems", {"snomed", "icd10", "rxnorm", "atc"}).items():
-        for uri in words(uris, f"systems.{name}"):
+        words(uris, f"systems.{name}")
+        for uri in uris:  # in the file's order: the first is the one an export writes
             systems[uri] = name
     patient = mapping(top["patient"], "patient", {"candidate_id", "site", "screening_start", "birth_date", "sex",
                                                    "deceased_date", "gender"})
