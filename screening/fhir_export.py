@@ -216,7 +216,8 @@ def _code_characteristics(ruleset: Ruleset, spec: ExportSpec, facts: list[str], 
                        for code in entry.get(group) or [] if code.get("maps_to") != "screener"]
             codings += [{"system": spec.systems[code["system"]], "code": code["code"],
                          "display": code.get("display", "")}
-                        for code in entry.get("procedures") or [] if code["system"] in spec.systems]
+                        for code in entry.get("procedures") or []
+                        if code["system"] in spec.systems and code.get("maps_to") != "screener"]
             if not codings:
                 continue
             out.append({

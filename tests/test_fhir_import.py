@@ -199,3 +199,28 @@ def test_provenance_is_a_map_of_field_paths_to_sources(paper: screening.Ruleset)
     assert row["decision"] == "undetermined"
     bad = screening.screen_one({**record, "provenance": {"birth_date": "Patient/1"}}, paper)
     assert bad["decision"] == "error" and bad["error_fields"] == ["provenance.birth_date"]
+
+
+def test_the_codes_settled_in_condition_codes_1_1_0(paper: screening.Ruleset, tmp_path: Path) -> None:
+    """F10.21 (alcohol dependence, in remission) is history; G20.C (parkinsonism, unspecified),
+    105502003 (dependence on renal dialysis) and a 265764009 renal dialysis procedure (type not named)
+    are shown to the screener and set nothing."""
+    def condition(cid: str, system: str, code: str) -> dict[str, Any]:
+        return {"resource": {"resourceType": "Condition", "id": cid, "subject": {"reference": "Patient/p1"},
+                             "code": {"coding": [{"system": system, "code": code}]}, "onsetDateTime": "2020-01-01"}}
+    icd, sct = "http://hl7.org/fhir/sid/icd-10-cm", "http://snomed.info/sct"
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "p1"}},
+        condition("c1", icd, "F10.21"), condition("c2", icd, "G20.C"), condition("c3", sct, "105502003"),
+        {"resource": {"resourceType": "Procedure", "id": "x1", "status": "completed", "subject": {"reference": "Patient/p1"},
+                      "code": {"coding": [{"system": sct, "code": "265764009"}]}, "performedDateTime": "2021-03-20"}}]}
+    path = tmp_path / "settled.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    [record] = imported(path, paper)
+    assert record["conditions"] == {"alcoholism": "history"}
+    hints = record["provenance"]
+    assert hints["conditions.parkinson_disease"] == [
+        "Condition/c2 (suggests only: G20.C Parkinsonism, unspecified; the screener decides)"]
+    assert sorted(hints["conditions.hemodialysis"]) == [
+        "Condition/c3 (suggests only: 105502003 Dependence on renal dialysis; the screener decides)",
+        "Procedure/x1 (suggests only: 265764009 Renal dialysis; the screener decides)"]
