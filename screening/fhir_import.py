@@ -563,7 +563,10 @@ class _Bundle:
     def _record(self, patient: Any, aliases: tuple[str, ...], owner: dict[str, int], lone: bool) -> dict[str, Any]:
         run, fields = self.run, self.mapping.fields
         source = f"Patient/{patient.id}" if patient.id else "Patient"
-        candidate = run.candidate_id(patient)
+        try:
+            candidate = run.candidate_id(patient)
+        except BundleError as exc:  # this patient's error line; the bundle's other patients go on
+            return {"error": str(exc), "source": self.name}
         start = run.start_of(candidate)
         if start is None:
             return {"error": f"no screening_start for candidate {candidate}: give --screening-start, or a row in "

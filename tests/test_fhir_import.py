@@ -224,3 +224,17 @@ def test_the_codes_settled_in_condition_codes_1_1_0(paper: screening.Ruleset, tm
     assert sorted(hints["conditions.hemodialysis"]) == [
         "Condition/c3 (suggests only: 105502003 Dependence on renal dialysis; the screener decides)",
         "Procedure/x1 (suggests only: 265764009 Renal dialysis; the screener decides)"]
+
+
+def test_a_patient_without_the_identifier_is_one_error_line_and_the_others_go_on(paper: screening.Ruleset,
+                                                                                 tmp_path: Path) -> None:
+    bundle = json.loads(by_name("consent").read_text(encoding="utf-8"))
+    del bundle["entry"][0]["resource"]["identifier"]
+    path = tmp_path / "one-without.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    run_ = FhirImport(paper, screening_start=D0, id_system="urn:oid:1.2.3.4.5.hospital-mrn")
+    first, second = run_.lines([str(path)])
+    assert first == {"error": "Patient/hm-consent-signed has no identifier of the system "
+                              "urn:oid:1.2.3.4.5.hospital-mrn", "source": str(path)}
+    assert (second["candidate_id"], second["consent"]) == ("MRN-0043", "withdrawn")
+    assert (run_.stats.records, run_.stats.errors) == (1, 1)
