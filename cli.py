@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import IO, Any, TypeVar
 
 import click
+import orjson
 
 import screening
 from screening import audit as audit_mod
@@ -30,6 +31,7 @@ from screening.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_OUTPUT,
+    EXIT_RECORD_ERRORS,
     EXIT_UNREADABLE,
     OutputError,
 )
@@ -53,6 +55,23 @@ lang_option = click.option(
     show_envvar=True,
     help="Language of the texts for people: titles, reasons, questions, warnings, box labels (zh: Simplified "
          "Chinese, a draft awaiting clinical review). Keys, statuses, field paths and record errors stay English.")
+
+
+def fhir_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a FHIR import (``import fhir``, ``screen --input-format fhir``)."""
+    for option in reversed((
+        click.option("--screening-start", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
+                     help="FHIR: D0, the date every record is as of (required unless --screening-start-file "
+                          "gives every candidate's)."),
+        click.option("--screening-start-file", default=None, metavar="CSV",
+                     help="FHIR: a CSV with the columns candidate_id and screening_start (D0 per candidate; "
+                          "--screening-start for the others)."),
+        click.option("--site", default=None, help="FHIR: the screening site every imported record gets."),
+        click.option("--id-system", default=None, metavar="URI",
+                     help="FHIR: take candidate_id from the Patient identifier of this system (default: Patient.id)."),
+    )):
+        command = option(command)
+    return command
 
 
 #: ``--log`` with no URL: the default screening log (a SQLite file in the data directory).
@@ -236,13 +255,16 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[int], object] | None]:
               help="A run that survives being killed: rows go to OUT.partial, made durable every 500 rows or second "
                    "(journal OUT.partial.journal); the same command run again goes on where it stopped, every record "
                    "once in OUT and in the --log. OUT appears only when complete. Needs -o FILE and an input file.")
+@fhir_options
 def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, output: str,
            include_record: bool, compare_spec: str | None, check_duplicates: bool, workers: int,
            csv_formula_guard: bool, progress: bool | None, brief: bool, lang: str, log_url: str | None,
-           screener: str | None, engine: str, scheduler: str | None, resume: bool) -> None:
-    """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV.
+           screener: str | None, engine: str, scheduler: str | None, resume: bool, screening_start: dt.datetime | None,
+           screening_start_file: str | None, site: str | None, id_system: str | None) -> None:
+    """Screen candidate records: a JSON object, a JSON array, JSON Lines or CSV (or FHIR bundles).
 
-    Writes one decision per input record, in input order. A record that cannot be read becomes an
+    Writes one decision per input record, in input order. With --input-format fhir, PATH is a FHIR
+    bundle or a directory of them, imported as `nlc-screen import fhir` does (docs/fhir.md). A record that cannot be read becomes an
     `error` row naming its line (or index) and field; the others go on, and the exit code is 3.
     Exit 1 when part of the input could not be read at all (the message says how many records) or
     it holds no record; 4 when the output cannot be written.
@@ -264,9 +286,13 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
         return
     if scheduler is not None:
         raise click.UsageError("--scheduler is for --engine dask")
+    fhir = _fhir_import(ruleset, input_format, screening_start, screening_start_file, site, id_system)
     other = _load(compare_spec) if compare_spec else None
     show = sys.stderr.isatty() if progress is None else progress
     if resume:
+        if fhir is not None:
+            raise click.UsageError("--resume goes on through a file of records: import the bundles with "
+                                   "`nlc-screen import fhir` first, then screen that file with --resume")
         if output == "-":
             raise click.UsageError("--resume writes OUT.partial beside the output file: name one with -o FILE")
         if source == "-":
@@ -286,7 +312,8 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
     else:
         result = _screen_once(source, output, ruleset, fmt, log=log, screener=screener, show=show, workers=workers,
                               include_record=include_record, compare_with=other, check_duplicates=check_duplicates,
-                              input_format=input_format, csv_formula_guard=csv_formula_guard, brief=brief, lang=lang)
+                              input_format=input_format, csv_formula_guard=csv_formula_guard, brief=brief, lang=lang,
+                              fhir=fhir)
     message = result.summary()
     if message:
         click.echo(message, err=True)
@@ -297,20 +324,23 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
 def _screen_once(source: str, output: str, ruleset: screening.Ruleset, fmt: str, *, log: Any, screener: str | None,
                  show: bool, workers: int, include_record: bool, compare_with: screening.Ruleset | None,
                  check_duplicates: bool, input_format: str | None, csv_formula_guard: bool, brief: bool,
-                 lang: str) -> Any:
-    """``screen`` without --resume: the output appears when complete, or not at all."""
+                 lang: str, fhir: Any = None) -> Any:
+    """``screen`` without --resume: the output appears when complete, or not at all. ``fhir``: the
+    importer of --input-format fhir, whose patients are the records."""
     name = None if source == "-" else source
     other = compare_with
     batch = None
     try:
-        with _open_input(source) as stream, _progress_bar(show) as bar, \
+        with (_open_input(source) if fhir is None else contextlib.nullcontext(sys.stdin.buffer)) as stream, \
+                _progress_bar(show) as bar, \
                 open_output(output, input_path=source) as out, \
                 (log.batch(screener=_screener(screener), source=source, pack=ruleset.pack) if log
                  else contextlib.nullcontext()) as batch:
             writer = RowWriter(out, fmt, ruleset, csv_formula_guard=csv_formula_guard, brief=brief, lang=lang)
             result = screen_batch(stream, writer, ruleset, input_format=input_format, name=name, workers=workers,
                                   include_record=include_record, compare_with=other,
-                                  check_duplicates=check_duplicates, progress=bar, lang=lang, log=batch)
+                                  check_duplicates=check_duplicates, progress=bar, lang=lang, log=batch,
+                                  items=None if fhir is None else fhir.items([source], sys.stdin.buffer))
     except screening.ScreeningError as exc:
         raise _failure(exc) from None
     except KeyboardInterrupt:  # say what the log kept: those decisions count from now on
@@ -318,6 +348,8 @@ def _screen_once(source: str, output: str, ruleset: screening.Ruleset, fmt: str,
             click.echo(f"The screening log {log.shown if log else ''} kept the {batch.written} decision(s) written "
                        f"before the interruption (batch {batch.batch_id}).", err=True)
         raise
+    if fhir is not None:
+        click.echo(fhir.stats.summary(), err=True)
     if log is not None:
         assert batch is not None
         click.echo(f"{batch.written} decision(s) appended to the screening log {log.shown} "
@@ -713,6 +745,112 @@ def _save_record(record: dict[str, Any], path: str | None, lang: str) -> None:
     click.echo(message("interview_saved", lang, path=path), err=True)
 
 
+def _fhir_import(ruleset: screening.Ruleset, input_format: str | None, screening_start: dt.datetime | None,
+                 screening_start_file: str | None, site: str | None, id_system: str | None) -> Any:
+    """A FHIR import for ``--input-format fhir`` (None for any other format, which takes no FHIR option)."""
+    given = [name for name, value in (("--screening-start", screening_start), ("--screening-start-file",
+             screening_start_file), ("--site", site), ("--id-system", id_system)) if value is not None]
+    if input_format != "fhir":
+        if given:
+            raise click.UsageError(f"{', '.join(given)} are for --input-format fhir")
+        return None
+    from screening.fhir_import import FhirImport
+
+    try:
+        return FhirImport(ruleset, screening_start=screening_start.date() if screening_start else None,
+                          screening_start_file=screening_start_file, site=site, id_system=id_system)
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+
+
+@main.group("import")
+def import_group() -> None:
+    """Import candidates from other systems' records (FHIR R4 bundles) as intake records (JSON Lines)."""
+
+
+@import_group.command("fhir")
+@click.argument("sources", nargs=-1, required=True, metavar="BUNDLE_OR_DIR...")
+@rules_option
+@fhir_options
+@click.option("-o", "--output", default="-", metavar="FILE.jsonl|-", help="Where to write (default: standard output).")
+def import_fhir(sources: tuple[str, ...], rules_spec: str, screening_start: dt.datetime | None,
+                screening_start_file: str | None, site: str | None, id_system: str | None, output: str) -> None:
+    """Write one intake record per Patient of FHIR R4 bundles, as JSON Lines (criteria.md §8.3).
+
+    A directory's *.json files are read in name order. A bundle that cannot be read becomes one
+    {"error": …, "source": FILE} line and the run goes on; `screen` turns it into an error row. A
+    summary on stderr counts patients and errors, and names the fields no bundle provided.
+    Exit 3 when some bundle was an error line. See docs/fhir.md.
+
+    Example:
+
+        nlc-screen import fhir fixtures/fhir/synthea --screening-start 2021-04-01 --site Synthea | nlc-screen screen -
+    """
+    ruleset = _load(rules_spec)
+    run = _fhir_import(ruleset, "fhir", screening_start, screening_start_file, site, id_system)
+    try:
+        with open_output(output) as out:
+            for line in run.lines(sources, sys.stdin.buffer):
+                out.write(orjson.dumps(line).decode() + "\n")
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    click.echo(run.stats.summary(), err=True)
+    if run.stats.errors:
+        sys.exit(EXIT_RECORD_ERRORS)
+    if run.stats.records == 0:
+        sys.exit(EXIT_UNREADABLE)
+
+
+@main.group("export")
+def export_group() -> None:
+    """Export decisions to other systems' formats (FHIR R4B ResearchSubject resources)."""
+
+
+@export_group.command("fhir")
+@click.argument("decisions", metavar="DECISIONS|-")
+@rules_option
+@click.option("--format", "fmt", type=click.Choice(["ndjson", "bundle"]), default="ndjson", show_default=True,
+              help="ndjson: one ResearchSubject a line (FHIR bulk data); bundle: one Bundle of type collection.")
+@click.option("--id-system", default=None, metavar="URI",
+              help="Refer to each candidate by an identifier of this system (default: Patient/<candidate_id>).")
+@click.option("-o", "--output", default="-", metavar="FILE|-", help="Where to write (default: standard output).")
+def export_fhir(decisions: str, rules_spec: str, fmt: str, id_system: str | None, output: str) -> None:
+    """Write a ResearchSubject for every decision of `screen` output (JSON Lines or an array).
+
+    Its status comes from the decision and CONSORT box (the pack's fhir.yaml), `study` is the set's
+    ResearchStudy (`nlc-screen rules --format fhir`), `individual` the candidate, and the reasons are
+    in a note. Error rows are counted on stderr, not exported.
+
+    Example:
+
+        nlc-screen screen examples/one.json --format jsonl | nlc-screen export fhir -
+    """
+    from screening.audit import read_rows
+    from screening.fhir_export import ExportStats, bundle_entry, research_subjects
+
+    ruleset = _load(rules_spec)
+    stats = ExportStats()
+    try:
+        with _open_input(decisions) as stream, open_output(output, input_path=decisions) as out:
+            subjects = research_subjects(read_rows(stream, name="input" if decisions == "-" else decisions),
+                                         ruleset, id_system=id_system, stats=stats)
+            if fmt == "bundle":
+                out.write('{"resourceType":"Bundle","type":"collection","entry":[')
+            for n, subject in enumerate(subjects):
+                if fmt == "bundle":
+                    out.write(("," if n else "") + orjson.dumps(bundle_entry(subject)).decode())
+                else:
+                    out.write(orjson.dumps(subject).decode() + "\n")
+            if fmt == "bundle":
+                out.write("]}\n")
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    click.echo(f"{stats.written} ResearchSubject(s) written; {stats.errors} error row(s) and {stats.other} row(s) "
+               f"of a box without a status not exported.", err=True)
+    if stats.written == 0:
+        sys.exit(EXIT_UNREADABLE)
+
+
 @main.group()
 def redcap() -> None:
     """REDCap: the screening instrument as a data dictionary (screen its exports with --input-format redcap)."""
@@ -837,8 +975,10 @@ def _list_packs(fmt: str) -> None:
 @click.option("--check", is_flag=True,
               help="Only load and validate the criteria set; given a pack (its name or folder), every set of it.")
 @click.option("--list", "list_sets", is_flag=True, help="List the shipped trial packs, their sets and versions.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
-              help="markdown: the set as a specification page (what docs/criteria/<set>.md holds).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "fhir"]), default="text",
+              show_default=True,
+              help="markdown: the set as a specification page (what docs/criteria/<set>.md holds); fhir: a FHIR R4B "
+                   "Bundle, the set as a ResearchStudy and one EvidenceVariable per criterion (docs/fhir.md).")
 @lang_option
 @click.pass_context
 def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, list_sets: bool, fmt: str,
@@ -874,6 +1014,13 @@ def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, 
 
     if fmt == "markdown":
         click.echo(ruleset_markdown(ruleset, lang), nl=False)
+    elif fmt == "fhir":
+        from screening.fhir_export import criteria_bundle
+
+        try:
+            click.echo(json.dumps(criteria_bundle(ruleset), indent=2, ensure_ascii=False))
+        except screening.ScreeningError as exc:
+            raise _failure(exc) from None
     elif fmt == "json":
         click.echo(json.dumps(ruleset_json(ruleset, lang), indent=2, ensure_ascii=False))
     else:

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from .errors import EXIT_OK, EXIT_RECORD_ERRORS, EXIT_UNREADABLE
+from .errors import EXIT_OK, EXIT_RECORD_ERRORS, EXIT_UNREADABLE, InputFormatError
 from .io import FORMATS, Item, read_records
 from .protocol import Ruleset
 from .screen import screen_items
@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 #: Fewer are started when there is less work: never more processes than chunks of input
 #: (:mod:`screening.scale`). Kept here so that the CLI knows it without importing the worker pool.
 MAX_WORKERS = 32
-#: The input formats ``screen`` reads: the record formats, and an export of the pack's REDCap instrument.
-INPUT_FORMATS = (*FORMATS, "redcap")
+#: The input formats ``screen`` reads: the record formats, an export of the pack's REDCap instrument, and
+#: FHIR R4 bundles (imported by :class:`screening.fhir_import.FhirImport`, handed over as ``items``).
+INPUT_FORMATS = (*FORMATS, "redcap", "fhir")
 
 
 @dataclass
@@ -80,7 +81,8 @@ def screen_batch(source: IO[bytes], writer: RowSink, ruleset: Ruleset, *, input_
                  name: str | None = None, workers: int = 1, include_record: bool = False,
                  compare_with: Ruleset | None = None, check_duplicates: bool = True,
                  progress: Callable[[int], object] | None = None, lang: str = "en",
-                 log: Batch | None = None, resume: ResumableOutput | None = None) -> BatchResult:
+                 log: Batch | None = None, resume: ResumableOutput | None = None,
+                 items: Iterable[Item] | None = None) -> BatchResult:
     """Screen every record of ``source`` into ``writer`` (which this closes), in input order.
 
     :param name: the input's file name, for format detection and so that ``workers > 1`` can read a
@@ -92,6 +94,8 @@ def screen_batch(source: IO[bytes], writer: RowSink, ruleset: Ruleset, *, input_
     :param resume: the partial output of a resumable run (:mod:`screening.resume`) that ``writer``
         writes to: the records it (and, with ``log``, the log's batch) already holds are skipped, and
         the rows are committed as they go.
+    :param items: the input already read (a FHIR import's :meth:`~screening.fhir_import.FhirImport.items`):
+        ``source`` is then not read.
     :raises WorkerError: a worker process died; rows before the records in flight were written.
     :raises InputFormatError: the input cannot be read at all (unknown format, bad CSV header).
     """
@@ -104,6 +108,10 @@ def screen_batch(source: IO[bytes], writer: RowSink, ruleset: Ruleset, *, input_
         from .redcap import read_export
 
         records: Any = read_export(source, ruleset, name=name)
+    elif items is not None:
+        records = iter(items)
+    elif input_format == "fhir":
+        raise InputFormatError("FHIR bundles are read by an import (screening.fhir_import.FhirImport): pass its items")
     else:
         records = None
     options: dict[str, Any] = {"include_record": include_record, "compare_with": compare_with,
@@ -115,7 +123,7 @@ def screen_batch(source: IO[bytes], writer: RowSink, ruleset: Ruleset, *, input_
         if name is not None and log is None and records is None and shardable(name, input_format):  # workers read the lines themselves
             blocks = screen_file_blocks(name, ruleset, workers=workers, **options)
         else:
-            stream = records or read_records(source, input_format, name=name, kinds=ruleset.record.kinds)
+            stream = records if records is not None else read_records(source, input_format, name=name, kinds=ruleset.record.kinds)
             blocks = screen_blocks(stream, ruleset, workers=workers, **options)
         try:
             for block in blocks:
@@ -132,7 +140,7 @@ def screen_batch(source: IO[bytes], writer: RowSink, ruleset: Ruleset, *, input_
             if close is not None:
                 close()
     else:
-        stream = records or read_records(source, input_format, name=name, kinds=ruleset.record.kinds)
+        stream = records if records is not None else read_records(source, input_format, name=name, kinds=ruleset.record.kinds)
         current: list[Item] = []
 
         def remembered(items: Iterable[Item]) -> Iterator[Item]:  # the item each row was screened from

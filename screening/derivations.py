@@ -40,6 +40,8 @@ class FactType:
     values: tuple[str, ...] = ()
     doc: str = ""
     reads: tuple[str, ...] = ()
+    #: the drug classes of the set's value sets that the fact is derived with (its ``class`` argument)
+    classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -805,7 +807,8 @@ class Declarations:
                     raise fail(f"the fact {entry.name!r} is declared twice", entry.where)
                 kind = derivation.kind(build)
                 reads = tuple(sorted({v for k, v in entry.args.items() if isinstance(v, str) and record.get(v)}))
-                facts[entry.name] = FactType(kind.kind, kind.values, entry.doc, reads)
+                classes = tuple(v for k, v in entry.args.items() if k == "class" and isinstance(v, str))
+                facts[entry.name] = FactType(kind.kind, kind.values, entry.doc, reads, classes)
             for role, names in entry.quotes.items():
                 (lists if role in derivation.lists else quotes).update(names)
         clash = set(facts) & (quotes | lists)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationInfo, create_model, field_valid
 from .errors import RuleDefinitionError
 from .i18n import DEFAULT_LANG, LANGUAGES, localized
 from .i18n import message as say
-from .record import AtcCode, Date, Named, NonEmpty, RecordBase, RequiredId, RxCui
+from .record import IMPORT_METADATA, AtcCode, Date, Named, NonEmpty, Provenance, RecordBase, RequiredId, RxCui
 
 #: The field types a pack may declare (see rules/README.md).
 TYPES = ("id", "name", "text", "date", "int", "number", "bool", "enum", "atc_code", "rxnorm_code", "object", "list")
@@ -466,6 +466,10 @@ def _build(spec: FieldSpec) -> type[BaseModel]:
             validators[f"_{key}_not_after"] = _date_validator(key, child.not_after, after=True)
     if spec.checks:
         validators["_object_checks"] = _object_check(spec.checks)
+    if spec.path == "" and IMPORT_METADATA not in definitions:  # the record itself: importers' metadata
+        definitions[IMPORT_METADATA] = (Provenance | None, Field(default=None, title="Provenance", description=(
+            "Set by importers (FHIR): field path -> the resources (Condition/123, a file) its value came from, "
+            "so a screener can check it. Never changes a decision.")))
     assert spec.model is not None
     model: type[BaseModel] = create_model(spec.model, __base__=RecordBase, __doc__=spec.help or None,
                                           __validators__=validators, __module__=__name__, **definitions)

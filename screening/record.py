@@ -55,6 +55,12 @@ def _not_blank(value: str) -> str:
 Named = Annotated[str, AfterValidator(_not_blank)]
 #: A record's identifier: text, not empty and not only spaces.
 RequiredId = Annotated[NonEmpty, AfterValidator(_not_blank)]
+#: The record field every pack's record has, outside its ``fields.yaml``: what an importer says about
+#: where each value came from (shared/intake-record.md ``provenance``). It never changes a decision, so
+#: it is no criteria set's (not in any sha256), and no CSV column.
+IMPORT_METADATA = "provenance"
+#: ``provenance``: a field path -> the sources of its value (``Condition/123``, a file name).
+Provenance = dict[Annotated[str, Field(min_length=1, max_length=200)], list[Annotated[str, Field(min_length=1, max_length=500)]]]
 #: A calendar date in a range where date arithmetic (D0 + 14, look-backs) cannot overflow.
 Date = Annotated[dt.date, Field(ge=dt.date(1800, 1, 1), le=dt.date(2199, 12, 31))]
 
@@ -472,3 +478,18 @@ def _base_types(annotation: Any) -> set[Any]:
     if origin in (typing.Union, types.UnionType):
         return set().union(*(_base_types(a) for a in typing.get_args(annotation))) - {type(None)}
     return {origin or annotation}
+
+
+def import_error(text: str) -> str | None:
+    """The message of an importer's error line (``{"error": …, "source": FILE}``), or None when the
+    text is a record."""
+    if not text.lstrip().startswith('{"error"'):
+        return None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("error"), str) or not set(data) <= {"error", "source"}:
+        return None
+    source = data.get("source")
+    return f"not imported from {source}: {data['error']}" if isinstance(source, str) else f"not imported: {data['error']}"

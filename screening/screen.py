@@ -26,7 +26,7 @@ from .errors import CandidateRecordError, FieldProblem
 from .facts import derive
 from .io import Item
 from .protocol import Ruleset
-from .record import parse_record
+from .record import import_error, parse_record
 
 
 class Evaluator(Protocol):
@@ -111,6 +111,9 @@ class Screener:
             if item.error is not None:
                 raise item.error
             assert item.text is not None
+            imported = import_error(item.text)
+            if imported is not None:  # an importer's error line (FHIR): the bundle it could not import
+                raise CandidateRecordError([FieldProblem("", imported)], position=item.position)
             record = parse_record(item.text, self.ruleset.record.model, position=item.position,
                                   parameters=self.ruleset.parameters)
             return self.record(record, position=item.position)

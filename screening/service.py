@@ -60,6 +60,10 @@ from .screen import Screener, screen_items
 #: The largest body ``POST /screen`` takes (one record), and ``POST /screen/batch``.
 MAX_RECORD_BYTES = 1 << 20
 MAX_BATCH_BYTES = 32 << 20
+#: The largest FHIR bundle ``POST /screen`` takes (``application/fhir+json``: one patient's record).
+MAX_BUNDLE_BYTES = 32 << 20
+#: The media type of a FHIR bundle (FHIR R4 3.1.0.1.5).
+FHIR_JSON = "application/fhir+json"
 TOKENS_ENV = "NLC_SCREEN_TOKENS"
 TOKENS_FILE_ENV = "NLC_SCREEN_TOKENS_FILE"
 #: Hosts ``serve`` binds without tokens: this machine only.
@@ -67,8 +71,18 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: What ``GET /audit?expect=`` takes: the name of one of the pack's expected flows.
 _EXPECTATION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,60}$")
 #: The request bodies and answers the OpenAPI document shows for the screening endpoints.
-_RECORD_BODY = {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "description": "One candidate record (GET /schema has its JSON Schema)."}}}}
+_RECORD_BODY = {"required": True, "content": {
+    "application/json": {"schema": {"type": "object",
+                                    "description": "One candidate record (GET /schema has its JSON Schema)."}},
+    FHIR_JSON: {"schema": {"type": "object", "description": "A FHIR R4 Bundle with exactly one Patient, imported as "
+                           "`nlc-screen import fhir` does (query: screening_start, and optionally site, id_system)."}}}}
+_FHIR_PARAMETERS = [
+    {"name": "screening_start", "in": "query", "required": False, "schema": {"type": "string", "format": "date"},
+     "description": "with a FHIR bundle (required then): D0, the date the record is imported as of"},
+    {"name": "site", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "with a FHIR bundle: the screening site of the record"},
+    {"name": "id_system", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "with a FHIR bundle: the candidate id is the Patient identifier of this system"}]
 _BATCH_BODY = {"required": True, "content": {
     "application/json": {"schema": {"type": "array", "items": {"type": "object"},
                                     "description": "Candidate records (GET /schema has a record's JSON Schema)."}},
@@ -208,13 +222,22 @@ def create_app(*, rules: str | None = None, log_url: str | None = None,
         logger.error("request failed: %s", type(exc).__name__)
         return _problem(503, str(exc))
 
-    @app.post("/screen", summary="Screen one record; the decision is appended to the screening log",
-              openapi_extra={"requestBody": _RECORD_BODY, "parameters": [_LANG_PARAMETER]}, responses=_ANSWERS)
+    @app.post("/screen", summary="Screen one record (or a FHIR bundle of one patient); the decision is appended "
+                                 "to the screening log",
+              openapi_extra={"requestBody": _RECORD_BODY, "parameters": [_LANG_PARAMETER, *_FHIR_PARAMETERS]},
+              responses=_ANSWERS)
     async def screen(request: Request, who: str = Depends(screener_for), lang: str = Depends(lang_of)) -> Response:
-        body = await _body(request, MAX_RECORD_BYTES)
+        fhir = request.headers.get("content-type", "").split(";")[0].strip().lower() == FHIR_JSON
+        body = await _body(request, MAX_BUNDLE_BYTES if fhir else MAX_RECORD_BYTES)
         if isinstance(body, Response):
             return body
-        text = body.decode("utf-8", "replace")
+        if fhir:
+            imported = await run_in_threadpool(_import_one, body, ruleset, request.query_params)
+            if isinstance(imported, Response):
+                return imported
+            text = imported
+        else:
+            text = body.decode("utf-8", "replace")
         row = screeners[lang].item(Item("record 1", text))
         if row["decision"] == "error":
             logger.info("screen: record %s could not be read (%s)", row["candidate_id"], ", ".join(row["error_fields"]))
@@ -287,6 +310,29 @@ class _Unread(ScreeningError):
 
 #: A batch at least this large is screened by the warm pool's processes (when ``serve --workers`` > 1).
 POOL_MIN = 500
+
+
+def _import_one(body: bytes, ruleset: Ruleset, query: Mapping[str, str]) -> str | Response:
+    """A FHIR bundle of one patient as the JSON text of its intake record, or a 422 saying why not."""
+    from .fhir_import import FhirImport
+
+    given = query.get("screening_start")
+    if not given:
+        return _problem(422, "a FHIR bundle needs the query parameter screening_start=YYYY-MM-DD (D0)",
+                        [{"field": "screening_start"}])
+    try:
+        start = dt.date.fromisoformat(given)
+        run = FhirImport(ruleset, screening_start=start, site=query.get("site") or None,
+                         id_system=query.get("id_system") or None)
+    except ValueError:
+        return _problem(422, "screening_start is not a date YYYY-MM-DD", [{"field": "screening_start"}])
+    lines = run.bundle(io.BytesIO(body), "the request body")
+    if len(lines) != 1:
+        return _problem(422, f"the bundle holds {len(lines)} patients; POST /screen takes exactly one (import "
+                             f"several with nlc-screen import fhir, and POST them to /screen/batch)")
+    if "error" in lines[0]:
+        return _problem(422, f"the bundle cannot be imported: {lines[0]['error']}")
+    return orjson.dumps(lines[0]).decode()
 
 
 def _screen_logged(body: bytes, fmt: str | None, ruleset: Ruleset, lang: str, log: ScreeningLog,

@@ -98,7 +98,7 @@ def test_the_text_report_names_the_candidates_the_criteria_and_the_counts() -> N
     result = _run("registry-2023", "paper-2024", FIGURE1)
     assert result.exit_code == 0
     text = result.stdout
-    assert text.startswith("Amendment impact — registry-2023 1.2.0 → paper-2024 1.2.0 (trial pack nlc-k2)\n")
+    assert text.startswith("Amendment impact — registry-2023 1.3.0 → paper-2024 1.3.0 (trial pack nlc-k2)\n")
     assert "Decided differently: 19 candidate(s)" in text
     assert ("  NC-0092 (Affiliated Hospital of North Sichuan Medical College)\n"
             "      UNDETERMINED — Pending (undetermined, or eligible awaiting consent) [E11]\n"
@@ -110,7 +110,7 @@ def test_the_text_report_names_the_candidates_the_criteria_and_the_counts() -> N
     assert text.endswith("Arithmetic: every count's change is the candidates moved in less those moved out; the "
                          "categories' changes add up to the change in candidates assessed\n")
     zh = _run("registry-2023", "paper-2024", FIGURE1, "--lang", "zh")
-    assert zh.exit_code == 0 and zh.stdout.startswith("方案修订的影响 — registry-2023 1.2.0 → paper-2024 1.2.0")
+    assert zh.exit_code == 0 and zh.stdout.startswith("方案修订的影响 — registry-2023 1.3.0 → paper-2024 1.3.0")
     assert "已随机化" in zh.stdout
 
 
@@ -159,7 +159,7 @@ def test_json_and_csv_reports(tmp_path: Path) -> None:
 def test_sets_of_different_packs_are_refused() -> None:
     result = _run("paper-2024", "roguin-2017", FIGURE1)
     assert result.exit_code == 2
-    assert ("paper-2024 1.2.0 and roguin-2017 1.1.0 belong to different trial packs (nlc-k2, mgo-nlc): their CONSORT "
+    assert ("paper-2024 1.3.0 and roguin-2017 1.1.0 belong to different trial packs (nlc-k2, mgo-nlc): their CONSORT "
             "boxes differ") in result.output
     with pytest.raises(screening.ScreeningError, match="different trial packs"):
         amendment.check_comparable(screening.load_ruleset("paper-2024"), screening.load_ruleset("roguin-2017"))
@@ -254,7 +254,7 @@ def test_a_draft_amendment_in_a_file_of_its_own(tmp_path: Path) -> None:
                                      for c in report["changes"])
     assert report["arithmetic_problems"] == []
     assert _run("paper-2024", str(draft), FIGURE1).stdout.startswith(
-        f"Amendment impact — paper-2024 1.2.0 (sha256 {report['old']['sha256'][:12]}…) → paper-2024 1.2.0 (sha256 "
+        f"Amendment impact — paper-2024 1.3.0 (sha256 {report['old']['sha256'][:12]}…) → paper-2024 1.3.0 (sha256 "
         f"{report['new']['sha256'][:12]}…)")
     counts = {c["box"]: c for c in report["counts"]}
     assert counts["not_meeting_inclusion"]["delta"] == len(report["changes"]) - sum(

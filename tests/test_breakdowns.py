@@ -61,8 +61,8 @@ def test_rows_of_two_sets_are_refused_on_the_first_line_or_counted_apart_by_rule
     apart = CliRunner().invoke(cli.main, ["audit", str(mixed), "--by", "ruleset", "--format", "json"])
     assert apart.exit_code == 0, apart.output
     groups = json.loads(apart.stdout)["breakdown"]["groups"]
-    assert groups["paper-2024@1.2.0"]["randomized"] == 199
-    assert groups["registry-2023@1.2.0"]["assessed"] == 310
+    assert groups["paper-2024@1.3.0"]["randomized"] == 199
+    assert groups["registry-2023@1.3.0"]["assessed"] == 310
 
 
 def test_the_pending_list_names_each_pending_candidate_with_its_questions(tmp_path: Path) -> None:

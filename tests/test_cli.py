@@ -80,7 +80,7 @@ def test_text_output_explains_the_decision(runner: CliRunner) -> None:
     assert out.startswith("S-7 (test site): UNDETERMINED — Pending")
     assert "because I1 Age ≥ 65 years: birth_date not recorded" in out
     assert "  ask next:\n    What is the candidate's date of birth? [birth_date] — answer: a date, YYYY-MM-DD\n" in out
-    assert "rules: paper-2024 1.2.0" in out
+    assert "rules: paper-2024 1.3.0" in out
 
 
 def test_json_and_csv_outputs(runner: CliRunner) -> None:
@@ -134,9 +134,9 @@ def test_rules_and_schema_commands(runner: CliRunner) -> None:
     assert "E14  Vitamin K antagonist within 2 months before enrollment" in table
     assert "met      when exp_vka = inside" in table
     check = runner.invoke(cli.main, ["rules", "--rules", "registry-2023", "--check"]).output
-    assert "registry-2023 1.2.0 is valid" in check
+    assert "registry-2023 1.3.0 is valid" in check
     listed = runner.invoke(cli.main, ["rules", "--list"]).output
-    assert "paper-2024: 1.0.0, 1.1.0, 1.2.0" in listed
+    assert "paper-2024: 1.0.0, 1.1.0, 1.2.0, 1.3.0" in listed
     schema = json.loads(runner.invoke(cli.main, ["schema"]).output)
     assert schema["required"] == ["candidate_id", "screening_start"]
     assert schema["additionalProperties"] is False
@@ -154,12 +154,12 @@ def test_compare_with_flags_rows_that_another_set_decides_differently(runner: Cl
     text = json.dumps(parkinson) + "\n" + json.dumps(base_record(candidate_id="Q")) + "\n"
     rows = _jsonl(runner.invoke(cli.main, ["screen", "-", "--format", "jsonl", "--compare-with", "registry-2023"],
                                 input=text, catch_exceptions=False).output)
-    assert rows[0]["criteria_set_check"] == {"set": "registry-2023", "version": "1.2.0", "decision": "eligible",
+    assert rows[0]["criteria_set_check"] == {"set": "registry-2023", "version": "1.3.0", "decision": "eligible",
                                              "category": "randomized", "subcategory": None, "primary_criterion": "I4",
                                              "differs_on": ["E8"]}
     assert "criteria_set_check" not in rows[1]
     text = runner.invoke(cli.main, ["screen", "-", "--compare-with", "registry-2023"], input=text).output
-    assert ("other criteria set: under registry-2023 1.2.0 this candidate would be ELIGIBLE — randomized "
+    assert ("other criteria set: under registry-2023 1.3.0 this candidate would be ELIGIBLE — randomized "
             "(primary I4; the sets differ on E8)") in text
 
 
@@ -193,7 +193,7 @@ def test_audit_flags_rows_made_with_another_criteria_set(runner: CliRunner) -> N
     screened = runner.invoke(cli.main, ["screen", str(FIGURE1), "--format", "jsonl", "--rules", "registry-2023"])
     result = runner.invoke(cli.main, ["audit", "-", "--rules", "paper-2024"], input=screened.output)
     assert result.exit_code == 1
-    assert "310 row(s) were not made with the criteria set counted with (paper-2024 1.2.0" in result.output
+    assert "310 row(s) were not made with the criteria set counted with (paper-2024 1.3.0" in result.output
 
 
 def test_audit_of_nothing_fails(runner: CliRunner) -> None:

@@ -37,10 +37,16 @@ STAMPS_1_1_0 = {
     "paper-2024": "02eb7d0affb4df98f92e9eebd38d06a337b44a2dca00129f0cb85695e3edb8c2",
     "registry-2023": "431567631bfed8b169f4492a11c5a8e5335e5679e98cfe664ff76d8257d85e0e",
 }
+#: The stamps of the 1.2.0 releases, archived when 1.3.0 settled the condition codes marked CHECK.
+STAMPS_1_2_0 = {
+    "paper-2024": "b32750ab447a0383918369c23ed8e477065706d44e077aff2f27bd3fd9c2fb18",
+    "registry-2023": "e5c6143a71331a42613e597e28c10e06f6de710a64dd32b5ca38c55fa67755d6",
+}
 #: Every shipped set version, as `rules --list --format json` names them.
 SPECS = ["mgo-nlc/roguin-2017@1.0.0", "mgo-nlc/roguin-2017@1.1.0",
-         "nlc-k2/paper-2024@1.0.0", "nlc-k2/paper-2024@1.1.0", "nlc-k2/paper-2024@1.2.0",
-         "nlc-k2/registry-2023@1.0.0", "nlc-k2/registry-2023@1.1.0", "nlc-k2/registry-2023@1.2.0"]
+         "nlc-k2/paper-2024@1.0.0", "nlc-k2/paper-2024@1.1.0", "nlc-k2/paper-2024@1.2.0", "nlc-k2/paper-2024@1.3.0",
+         "nlc-k2/registry-2023@1.0.0", "nlc-k2/registry-2023@1.1.0", "nlc-k2/registry-2023@1.2.0",
+         "nlc-k2/registry-2023@1.3.0"]
 
 
 @pytest.fixture
@@ -97,7 +103,7 @@ def test_moving_into_the_pack_keeps_every_stamp() -> None:
         assert rs.path == f"rules/nlc-k2/archive/{name}-1.0.0/{name}.yaml"
         assert rs.pack == "nlc-k2"
         current = load_ruleset(name)
-        assert (current.version, current.path, current.pack) == ("1.2.0", f"rules/nlc-k2/{name}.yaml", "nlc-k2")
+        assert (current.version, current.path, current.pack) == ("1.3.0", f"rules/nlc-k2/{name}.yaml", "nlc-k2")
     assert "rules/nlc-k2/valuesets/drug-classes.yaml" in load_ruleset("paper-2024").files
 
 
@@ -105,12 +111,12 @@ def test_moving_into_the_pack_keeps_every_stamp() -> None:
 # Finding a set
 
 
-@pytest.mark.parametrize("spec", ["paper-2024", "paper-2024@1.2.0", "nlc-k2/paper-2024", "nlc-k2/paper-2024@1.2.0",
+@pytest.mark.parametrize("spec", ["paper-2024", "paper-2024@1.3.0", "nlc-k2/paper-2024", "nlc-k2/paper-2024@1.3.0",
                                   "nlc-k2", str(PACK), str(PACK / "paper-2024.yaml")])
 def test_every_way_of_naming_paper_2024_finds_it(spec: str) -> None:
     assert resolve(spec) == PACK / "paper-2024.yaml"
     assert load_ruleset(spec).sha256 == load_ruleset("paper-2024").sha256
-    assert load_ruleset(spec).version == "1.2.0"
+    assert load_ruleset(spec).version == "1.3.0"
 
 
 @pytest.mark.parametrize("spec", ["paper-2024@1.0.0", "nlc-k2/paper-2024@1.0.0"])
@@ -152,7 +158,7 @@ def test_a_set_name_in_two_packs_needs_its_pack(two_packs: Path) -> None:
                                               r"nlc-k2-copy/paper-2024; name it as PACK/SET"):
         resolve("paper-2024")
     assert resolve("nlc-k2-copy/paper-2024") == tmp_path / "nlc-k2-copy" / "paper-2024.yaml"
-    assert resolve("nlc-k2/paper-2024@1.2.0") == tmp_path / "nlc-k2" / "paper-2024.yaml"
+    assert resolve("nlc-k2/paper-2024@1.3.0") == tmp_path / "nlc-k2" / "paper-2024.yaml"
     assert load_ruleset("nlc-k2-copy/registry-2023").pack == "nlc-k2-copy"
 
 
@@ -168,7 +174,7 @@ def test_archived_versions_live_in_their_pack(tmp_path: Path, monkeypatch: pytes
     folder = _copy_pack(tmp_path)
     (folder / "archive").mkdir()
     old = (folder / "paper-2024.yaml").read_text(encoding="utf-8")
-    old = old.replace('version: "1.2.0"', 'version: "0.9.0"').replace(": valuesets/", ": ../valuesets/")
+    old = old.replace('version: "1.3.0"', 'version: "0.9.0"').replace(": valuesets/", ": ../valuesets/")
     old = old.replace("record: {fields: fields.yaml, facts: facts.yaml}",
                       "record: {fields: ../fields.yaml, facts: ../facts.yaml}")
     (folder / "archive" / "paper-2024-0.9.0.yaml").write_text(old, encoding="utf-8")
@@ -178,7 +184,7 @@ def test_archived_versions_live_in_their_pack(tmp_path: Path, monkeypatch: pytes
     archived = load_ruleset("nlc-k2/paper-2024@0.9.0")
     assert (archived.version, archived.pack) == ("0.9.0", "nlc-k2")
     assert protocol.available_rulesets()["nlc-k2/paper-2024"] == [
-        ("0.9.0", folder / "archive" / "paper-2024-0.9.0.yaml"), ("1.2.0", folder / "paper-2024.yaml")]
+        ("0.9.0", folder / "archive" / "paper-2024-0.9.0.yaml"), ("1.3.0", folder / "paper-2024.yaml")]
 
 
 def test_an_archived_snapshot_keeps_its_stamp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,19 +192,19 @@ def test_an_archived_snapshot_keeps_its_stamp(tmp_path: Path, monkeypatch: pytes
     archive/<set>-<version>/, then the set's version raised."""
     folder = _copy_pack(tmp_path)
     released = load_ruleset(folder / "paper-2024.yaml").sha256
-    snapshot = folder / "archive" / "paper-2024-1.2.0"
+    snapshot = folder / "archive" / "paper-2024-1.3.0"
     shutil.copytree(folder / "valuesets", snapshot / "valuesets")
     for name in ("paper-2024.yaml", "fields.yaml", "facts.yaml"):
         shutil.copy(folder / name, snapshot / name)
     current = folder / "paper-2024.yaml"
-    current.write_text(current.read_text(encoding="utf-8").replace('version: "1.2.0"', 'version: "1.3.0"'),
+    current.write_text(current.read_text(encoding="utf-8").replace('version: "1.3.0"', 'version: "1.4.0"'),
                        encoding="utf-8")
     monkeypatch.setattr(protocol, "rules_dir", lambda: tmp_path)
-    old = load_ruleset("paper-2024@1.2.0")
-    assert (old.version, old.sha256, old.pack) == ("1.2.0", released, "nlc-k2")
-    assert old.path == "rules/nlc-k2/archive/paper-2024-1.2.0/paper-2024.yaml"
-    assert load_ruleset("paper-2024@1.3.0").sha256 != old.sha256
-    assert [p.parent.name for p in protocol.resolve_all("nlc-k2")] == ["paper-2024-1.2.0", "nlc-k2", "nlc-k2"]
+    old = load_ruleset("paper-2024@1.3.0")
+    assert (old.version, old.sha256, old.pack) == ("1.3.0", released, "nlc-k2")
+    assert old.path == "rules/nlc-k2/archive/paper-2024-1.3.0/paper-2024.yaml"
+    assert load_ruleset("paper-2024@1.4.0").sha256 != old.sha256
+    assert [p.parent.name for p in protocol.resolve_all("nlc-k2")] == ["paper-2024-1.3.0", "nlc-k2", "nlc-k2"]
 
 
 def test_a_loose_set_file_still_loads_and_belongs_to_no_pack(tmp_path: Path) -> None:
@@ -302,13 +308,14 @@ def test_rules_list_shows_packs_and_their_sets(runner: CliRunner) -> None:
     assert "  roguin-2017: 1.0.0, 1.1.0 (default)" in lines
     nlc = next(line for line in lines if line.startswith("nlc-k2: "))
     assert "NCT05547750" in nlc and "rules/nlc-k2" in nlc
-    assert "  paper-2024: 1.0.0, 1.1.0, 1.2.0 (default)" in lines
-    assert "  registry-2023: 1.0.0, 1.1.0, 1.2.0" in lines
+    assert "  paper-2024: 1.0.0, 1.1.0, 1.2.0, 1.3.0 (default)" in lines
+    assert "  registry-2023: 1.0.0, 1.1.0, 1.2.0, 1.3.0" in lines
     listed = json.loads(runner.invoke(cli.main, ["rules", "--list", "--format", "json"]).output)
     assert [p["name"] for p in listed["packs"]] == ["mgo-nlc", "nlc-k2"]
     sets = listed["packs"][1]["sets"]
     assert [(s["name"], s["versions"], s["default"]) for s in sets] == [
-        ("paper-2024", ["1.0.0", "1.1.0", "1.2.0"], True), ("registry-2023", ["1.0.0", "1.1.0", "1.2.0"], False)]
+        ("paper-2024", ["1.0.0", "1.1.0", "1.2.0", "1.3.0"], True),
+        ("registry-2023", ["1.0.0", "1.1.0", "1.2.0", "1.3.0"], False)]
     assert [s["spec"] for s in listed["sets"]] == SPECS
 
 
@@ -325,12 +332,16 @@ def test_rules_check_on_a_pack_checks_every_set(runner: CliRunner, args: list[st
         f"sha256 {STAMPS['paper-2024']})",
         f"rules/nlc-k2/archive/paper-2024-1.1.0/paper-2024.yaml: paper-2024 1.1.0 is valid (19 criteria, 62 rules, "
         f"sha256 {STAMPS_1_1_0['paper-2024']})",
-        f"rules/nlc-k2/paper-2024.yaml: paper-2024 1.2.0 is valid (19 criteria, 62 rules, sha256 {paper})",
+        f"rules/nlc-k2/archive/paper-2024-1.2.0/paper-2024.yaml: paper-2024 1.2.0 is valid (19 criteria, 62 rules, "
+        f"sha256 {STAMPS_1_2_0['paper-2024']})",
+        f"rules/nlc-k2/paper-2024.yaml: paper-2024 1.3.0 is valid (19 criteria, 62 rules, sha256 {paper})",
         f"rules/nlc-k2/archive/registry-2023-1.0.0/registry-2023.yaml: registry-2023 1.0.0 is valid (19 criteria, "
         f"45 rules, sha256 {STAMPS['registry-2023']})",
         f"rules/nlc-k2/archive/registry-2023-1.1.0/registry-2023.yaml: registry-2023 1.1.0 is valid (19 criteria, "
         f"45 rules, sha256 {STAMPS_1_1_0['registry-2023']})",
-        f"rules/nlc-k2/registry-2023.yaml: registry-2023 1.2.0 is valid (19 criteria, 45 rules, sha256 {registry})",
+        f"rules/nlc-k2/archive/registry-2023-1.2.0/registry-2023.yaml: registry-2023 1.2.0 is valid (19 criteria, "
+        f"45 rules, sha256 {STAMPS_1_2_0['registry-2023']})",
+        f"rules/nlc-k2/registry-2023.yaml: registry-2023 1.3.0 is valid (19 criteria, 45 rules, sha256 {registry})",
     ]
 
 
@@ -341,7 +352,7 @@ def test_rules_check_on_a_pack_fails_on_its_first_bad_set(runner: CliRunner, tmp
                     encoding="utf-8")
     result = runner.invoke(cli.main, ["rules", "--check", str(folder)])
     assert result.exit_code == 1
-    assert "paper-2024 1.2.0 is valid" in result.output
+    assert "paper-2024 1.3.0 is valid" in result.output
     assert "registry-2023.yaml" in result.output and "min_age_years" in result.output
 
 

@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+from screening import load_ruleset
 
 from .conftest import FIXTURES
 
@@ -121,7 +122,8 @@ def test_report_page_holds_the_audit_and_loads_nothing(decisions: Path, tmp_path
     steps = [row for row in page.rows["attrition"] if row and re.fullmatch(r"\d+", row[0])]
     assert len(steps) == 19 and steps[-1][1].startswith("I4") and steps[-1][3] == "199"
     assert "No candidate is pending." in "".join(page.text)
-    assert "paper-2024 1.2.0" in "".join(page.text)
+    current = load_ruleset("paper-2024")
+    assert f"paper-2024 {current.version} (sha256 {current.sha256})" in "".join(page.text)
 
 
 @needs_dot

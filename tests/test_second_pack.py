@@ -326,7 +326,7 @@ def test_every_way_of_naming_the_set_finds_it(runner: CliRunner, spec: str, monk
 
 def test_the_published_decision_schema_validates_every_cohort_row() -> None:
     """`nlc-screen schema --decision --rules roguin-2017` describes the rows screen writes for the
-    cohort (its own boxes and ids), and `nlc-screen schema --rules roguin-2017` is its six-field record."""
+    cohort (its own boxes and ids), and `nlc-screen schema --rules roguin-2017` is its six-field record (and the importers' provenance)."""
     import jsonschema
 
     runner = CliRunner()
@@ -341,5 +341,6 @@ def test_the_published_decision_schema_validates_every_cohort_row() -> None:
     wrong = dict(rows[0], category="withdrawal")
     assert list(validator.iter_errors(wrong))  # another pack's box is not this set's
     record = json.loads(runner.invoke(cli.main, ["schema", "--rules", "roguin-2017"]).output)
-    assert sorted(record["properties"]) == ["birth_date", "candidate_id", "consent", "diary", "screening_start", "site"]
+    assert sorted(record["properties"]) == ["birth_date", "candidate_id", "consent", "diary", "provenance",
+                                            "screening_start", "site"]  # provenance: every record's, for importers
     assert record["properties"]["birth_date"]["title"] == "Date of birth"

@@ -4,7 +4,7 @@
 * a pack's thresholds, conditions and records are data: editing a temporary copy of the pack
   changes decisions with no code change;
 * the released 1.0.0 sets stay loadable from their archive snapshots with their original sha256,
-  and every later version (1.1.0, 1.2.0) decides exactly as 1.0.0 on the golden cases, the Figure 1 cohort and generated records.
+  and every later version (1.1.0, 1.2.0, 1.3.0) decides exactly as 1.0.0 on the golden cases, the Figure 1 cohort and generated records.
 """
 
 from __future__ import annotations
@@ -48,6 +48,13 @@ SNAPSHOTS_ENGLISH = {
                                    "431567631bfed8b169f4492a11c5a8e5335e5679e98cfe664ff76d8257d85e0e"),
     "mgo-nlc/roguin-2017@1.0.0": ("0b66b82724bc1002857acd14cc268db9a9dd9b358e6cee57eec85962748fadbb",
                                   "0b66b82724bc1002857acd14cc268db9a9dd9b358e6cee57eec85962748fadbb"),
+}
+#: The releases archived when 1.3.0 settled the condition codes marked CHECK (issue 16): folder digest, and stamp.
+SNAPSHOTS_1_2_0 = {
+    "paper-2024": ("5c07f2bb44da5371f3da33dc3a8543b2a029a75f64b051be9f5b562a6969d772",
+                   "b32750ab447a0383918369c23ed8e477065706d44e077aff2f27bd3fd9c2fb18"),
+    "registry-2023": ("dd7852311bd3c03a5e3a674aa0c7c79fd92e660d0e3b75206b7b693ca1ee610c",
+                      "e5c6143a71331a42613e597e28c10e06f6de710a64dd32b5ca38c55fa67755d6"),
 }
 TRIAL_WORDS = ("hypothyroid", "parkinson", "warfarin", "menaquinone", "diuretic", "stenosis", "NCT05547750")
 
@@ -192,7 +199,7 @@ def test_the_released_version_loads_from_its_snapshot_with_its_original_stamp(na
     assert sorted(p.name for p in snapshot.iterdir()) == ["facts.yaml", "fields.yaml", f"{name}.yaml", "valuesets"]
     assert _snapshot_digest(snapshot) == SNAPSHOTS_1_0_0[name], "an archived snapshot changed"
     new = load_ruleset(name)
-    assert new.version == "1.2.0" and new.sha256 != old.sha256
+    assert new.version == "1.3.0" and new.sha256 != old.sha256
     assert {Path(f).name for f in new.files} >= {"fields.yaml", "facts.yaml"}
 
 
@@ -208,6 +215,24 @@ def test_the_english_only_releases_keep_their_snapshots_and_stamps(spec: str) ->
     assert _snapshot_digest(folder) == digest, "an archived snapshot changed"
     current = load_ruleset(f"{pack}/{name}")
     assert current.languages == ("en", "zh") and current.sha256 != sha
+
+
+@pytest.mark.parametrize("name", sorted(SNAPSHOTS_1_2_0))
+def test_the_1_2_0_releases_keep_their_snapshots_and_stamps(name: str) -> None:
+    digest, sha = SNAPSHOTS_1_2_0[name]
+    old = load_ruleset(f"{name}@1.2.0")
+    folder = PACK / "archive" / f"{name}-1.2.0"
+    assert old.path == f"rules/nlc-k2/archive/{name}-1.2.0/{name}.yaml"
+    assert (old.version, old.sha256, old.languages) == ("1.2.0", sha, ("en", "zh"))
+    assert _snapshot_digest(folder) == digest, "an archived snapshot changed"
+    current = load_ruleset(name)
+    assert current.version == "1.3.0" and current.sha256 != sha
+    # 1.3.0 changed the condition-code value set only: the codes 1.0.0 marked CHECK are settled
+    codes = {c["code"]: c["maps_to"] for entry in current.condition_codes.values()
+             for group in ("snomed", "icd10", "procedures") for c in entry.get(group) or []}
+    assert (codes["105502003"], codes["265764009"], codes["F10.21"], codes["G20.C"]) == (
+        "screener", "screener", "history", "screener")
+    assert "F10.21" not in {c["code"] for c in old.condition_codes["alcoholism"]["icd10"]}
 
 
 def _rows(ruleset: screening.Ruleset, items: list[Item]) -> list[str]:
@@ -235,11 +260,13 @@ def _golden_items() -> list[Item]:
 
 @pytest.mark.parametrize("name", sorted(STAMPS_1_0_0))
 def test_every_version_decides_as_1_0_0_on_the_golden_cases_and_figure_1(name: str) -> None:
-    """1.1.0 (the trial as a pack) and 1.2.0 (the Chinese texts, what to decide) decide as 1.0.0."""
+    """1.1.0 (the trial as a pack), 1.2.0 (the Chinese texts, what to decide) and 1.3.0 (condition codes
+    for importers) decide as 1.0.0."""
     items = _golden_items()
     assert len(items) > 400
     first = _rows(load_ruleset(f"{name}@1.0.0"), items)
     assert _rows(load_ruleset(f"{name}@1.1.0"), items) == first
+    assert _rows(load_ruleset(f"{name}@1.2.0"), items) == first
     assert _rows(load_ruleset(name), items) == first
 
 
