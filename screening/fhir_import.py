@@ -27,6 +27,7 @@ from __future__ import annotations
 import calendar
 import csv
 import datetime as dt
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -38,7 +39,7 @@ import ijson
 import orjson
 from pydantic import ValidationError
 
-from .derivations import Lookback
+from .derivations import Lookback, minus_months
 from .errors import CandidateRecordError, FieldProblem, InputFormatError, RuleDefinitionError
 from .io import Item
 from .matching import DrugClassifier
@@ -184,20 +185,27 @@ def load_mapping(ruleset: Ruleset) -> Mapping:
     window = mapping(procedure.get("window"), "procedure.window", {"end_plus_days", "lookback", "months", "days"})
     params = ruleset.parameters
 
-    def param(key: str) -> Any:
-        raw = window.get(key)
+    def param(block: dict[str, Any], key: str, where: str) -> Any:
+        raw = block.get(key)
         if isinstance(raw, dict) and set(raw) == {"param"}:
             if raw["param"] not in params:
-                raise fail(f"the criteria set gives no parameter {raw['param']!r}", f"procedure.window.{key}")
+                raise fail(f"the criteria set gives no parameter {raw['param']!r}", f"{where}.{key}")
             return params[raw["param"]]
         if raw is None:
-            raise fail("missing", f"procedure.window.{key}")
+            raise fail("missing", f"{where}.{key}")
         return raw
-    mode = param("lookback")
+
+    def days(block: dict[str, Any], key: str, where: str) -> int:
+        value = param(block, key, where)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise fail("must be a whole number of days, 0 or more", f"{where}.{key}")
+        return value
+    mode = param(window, "lookback", "procedure.window")
     if mode not in ("calendar_months", "days", "current"):
         raise fail("calendar_months, days or current", "procedure.window.lookback")
-    lookback = Lookback(str(mode), int(param("months")), int(param("days")))
-    end_days = int(param("end_plus_days"))
+    lookback = Lookback(str(mode), int(param(window, "months", "procedure.window")),
+                        int(param(window, "days", "procedure.window")))
+    end_days = days(window, "end_plus_days", "procedure.window")
     medication = mapping(top["medication"], "medication", {"list", "entry", "request", "statement", "dispense"})
     medication["list"] = path_of(medication.get("list"), "medication.list", ("list",))
     entry = mapping(medication.get("entry"), "medication.entry",
@@ -208,12 +216,19 @@ def load_mapping(ruleset: Ruleset) -> Mapping:
     for kind in ("request", "statement", "dispense"):
         block = mapping(medication.get(kind), f"medication.{kind}", {"ignore_status", "ongoing_status", "stopped_status"})
         medication[kind] = {k: words(v, f"medication.{kind}.{k}") for k, v in block.items()}
-    consent = mapping(top["consent"], "consent", {"field", "research_scope", "study_ids", "status"})
+    consent = mapping(top["consent"], "consent", {"field", "research_scope", "study_ids", "status", "until"})
+    # A consent counts up to the planned enrollment date (screening_start + these days); absent: any date.
+    until = mapping(consent.get("until", {}), "consent.until", {"end_plus_days"})
+    consent["until"] = days(until, "end_plus_days", "consent.until") if until else None
     consent_field = consent.get("field")
     consent_spec = record.get(consent_field) if isinstance(consent_field, str) else None
     if consent_spec is None or consent_spec.type != "enum":
         raise fail("must name an enum field of the record", "consent.field")
     consent["study_ids"] = words(consent.get("study_ids"), "consent.study_ids")
+    # named exactly: the id as a whole word of a policy's URI or authority, a code or a text (so
+    # "…/NCT05547750" and "NCT05547750 consent" name it, "NCT055477501" does not)
+    consent["study_pattern"] = re.compile("|".join(
+        rf"(?<![0-9A-Za-z]){re.escape(study)}(?![0-9A-Za-z])" for study in sorted(consent["study_ids"])))
     status = mapping(consent.get("status"), "consent.status", {"active", "rejected", "inactive", "draft", "proposed"})
     for key, value in status.items():
         if value not in consent_spec.values:
@@ -290,6 +305,18 @@ def _codes(concept: Any) -> list[tuple[str, str]]:
     return [(c.system or "", c.code or "") for c in (concept.coding or []) if c.code]
 
 
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value (a resource element dumped), at any depth."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for inner in value.values():
+            yield from _strings(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _strings(inner)
+
+
 def _words(concept: Any) -> set[str]:
     return {code for _, code in _codes(concept)}
 
@@ -304,13 +331,56 @@ def _ref_key(ref: str | None) -> str | None:
     return f"{found.group(1)}/{found.group(2)}" if found else ref
 
 
+class _OutOfRange(Exception):
+    """A duration or date beyond the calendar (years 1 … 9999): the value is ignored, with a note."""
+
+
+#: The most days between two calendar dates.
+_MAX_DAYS = (dt.date.max - dt.date.min).days
+_PER = {"d": 1, "day": 1, "wk": 7, "week": 7, "mo": 30, "month": 30, "a": 365, "year": 365}
+
+
 def _days(duration: Any) -> int | None:
-    """A Duration (or days-supply Quantity) in whole days, when its unit says how long."""
+    """A Duration (or days-supply Quantity) in whole days, when its unit says how long.
+    :raises _OutOfRange: a length no calendar holds (``1e12`` days)."""
     if duration is None or duration.value is None:
         return None
     unit = (duration.code or duration.unit or "d").lower().rstrip("s")
-    per = {"d": 1, "day": 1, "wk": 7, "week": 7, "mo": 30, "month": 30, "a": 365, "year": 365}.get(unit)
-    return None if per is None else int(float(duration.value) * per)
+    per = _PER.get(unit)
+    if per is None:
+        return None
+    days = float(duration.value) * per
+    if not math.isfinite(days) or abs(days) > _MAX_DAYS:
+        raise _OutOfRange
+    return int(days)
+
+
+def _plus(day: dt.date, days: int) -> dt.date:
+    """``day`` + ``days``. :raises _OutOfRange: past the calendar's ends."""
+    try:
+        return day + dt.timedelta(days=days)
+    except OverflowError:
+        raise _OutOfRange from None
+
+
+def _at_age(born: dt.date, age: Any) -> dt.date:
+    """The day a person born on ``born`` reached an Age (years and months by the calendar, a
+    fraction and shorter units in days). :raises _OutOfRange: no such day; ValueError: no unit of time."""
+    unit = (age.code or age.unit or "").lower().rstrip("s")
+    if unit not in _PER or age.value is None:
+        raise ValueError("not an age")
+    value = float(age.value)
+    if not math.isfinite(value) or abs(value * _PER[unit]) > _MAX_DAYS:
+        raise _OutOfRange
+    months = {"a": 12, "year": 12, "mo": 1, "month": 1}.get(unit)
+    if months is None:
+        return _plus(born, int(value * _PER[unit]))
+    whole = int(value)
+    try:
+        day = minus_months(born, -whole * months)
+    except ValueError:
+        raise _OutOfRange from None
+    return _plus(day, int((value - whole) * _PER[unit]))
 
 
 @dataclass
@@ -327,6 +397,30 @@ class _Med:
     ongoing: bool
     aliases: tuple[str, ...] = ()
     add_dispenses: bool = False
+    #: a value of the resource that was ignored (out of range), so the end is unknown
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class _Abated:
+    """A Condition's abatement: on a day, at an age (placed by the birth date once the patient is
+    known), or neither: an abatementString, STU3's abatementBoolean true, an age without a birth date."""
+
+    day: dt.date | None = None
+    age: Any = None
+
+    def by(self, d0: dt.date, born: dt.date | None) -> bool:
+        """Whether the condition had abated on or before D0 (an abatement of no known day: yes, as a
+        resolved clinicalStatus says)."""
+        day = self.day
+        if self.age is not None and born is not None:
+            try:
+                day = _at_age(born, self.age)
+            except _OutOfRange:
+                return False  # beyond the calendar: not by D0
+            except ValueError:
+                day = None  # an age in no unit of time: abated, when unknown
+        return day is None or day <= d0
 
 
 @dataclass
@@ -334,18 +428,27 @@ class _Subject:
     """What one patient's resources said, gathered while the bundle streams; D0 applies at the end."""
 
     # (codes, onset, abatement, clinical status says history, not confirmed, source)
-    conditions: list[tuple[list[Code], dt.date | None, dt.date | None, bool, bool, str]] = field(default_factory=list)
+    conditions: list[tuple[list[Code], dt.date | None, _Abated | None, bool, bool, str]] = field(default_factory=list)
     procedures: list[tuple[list[Code], dt.date | None, str]] = field(default_factory=list)
     consents: list[tuple[dt.date | None, str, str]] = field(default_factory=list)
 
 
 @dataclass
 class _Facts:
-    """One patient's condition evidence as of D0: field -> [(status, source)], sites, screener notes."""
+    """One patient's condition evidence as of D0: field -> [(status, source)], sites, screener notes
+    (field -> [(source, note)])."""
 
     statuses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     sites: dict[str, list[str]] = field(default_factory=dict)
-    hints: dict[str, list[str]] = field(default_factory=dict)
+    hints: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+
+def _leaks(text: str, secrets: Iterable[str]) -> bool:
+    """Whether a source names one of a patient's identifiers: contains it (4 characters or more),
+    or has it as a whole word (shorter ones, so that id ``7`` does not hide ``Condition/17``)."""
+    lowered = text.lower()
+    words = set(re.split(r"[^0-9a-z]+", lowered))
+    return any(secret.lower() in lowered if len(secret) >= 4 else secret.lower() in words for secret in secrets)
 
 
 class _Bundle:
@@ -355,11 +458,14 @@ class _Bundle:
         self.run = run
         self.mapping = run.mapping
         self.name = name
-        self.patients: list[tuple[Any, tuple[str, ...]]] = []
+        self.patients: list[tuple[Any, tuple[str, ...], int]] = []   # (Patient, its reference keys, entry number)
         self.subjects: dict[str, _Subject] = {}
         self.meds: list[_Med] = []
         self.drugs: dict[str, _Drug] = {}         # Medication reference key -> its medicine, if of a class
         self.dispensed: dict[str, dt.date] = {}   # request reference key -> the latest supply end
+        self.unknown_end: dict[str, str] = {}     # request reference key -> a dispense whose supply is out of range
+        self.entries: dict[str, str] = {}         # source -> "Kind (entry N)", to name it without its id
+        self.number = 0
 
     # -- entries ----------------------------------------------------------------------------------
 
@@ -372,20 +478,36 @@ class _Bundle:
         kind = raw.get("resourceType")
         if kind not in READ_TYPES:
             return
+        rid = raw.get("id")
+        shown = f"{kind}/{rid}" if isinstance(rid, str) and _REF.search(f"{kind}/{rid}") else kind
+        if kind == "Patient" and self.run.id_system is not None:
+            shown = kind  # the EHR's id of a patient named by another identifier stays in the EHR
+        stu3_abated = False
+        if kind == "Condition" and isinstance(raw.get("abatementBoolean"), bool):
+            # STU3's abatementBoolean (R4 dropped it; some servers still send it): true = abated, date unknown
+            stu3_abated = raw["abatementBoolean"]
+            raw = {k: v for k, v in raw.items() if k != "abatementBoolean"}
         model = self.run.models[kind]
         try:
             resource: Any = model.model_validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            rid = raw.get("id")
-            shown = f"{kind}/{rid}" if isinstance(rid, str) and _REF.search(f"{kind}/{rid}") else kind
             raise BundleError(f"entry {number} ({shown}) is not a valid FHIR R4B {kind}: {where or 'resource'}: "
                               f"{first['type']} ({len(exc.errors())} problem(s))") from None
         full = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
         source = f"{kind}/{resource.id}" if resource.id else (full or f"{kind} (entry {number})")
+        self.entries.setdefault(source, f"{kind} (entry {number})")
+        self.number = number
         aliases = tuple(a for a in (_ref_key(full), f"{kind}/{resource.id}" if resource.id else None) if a)
-        getattr(self, f"_{kind.lower()}")(resource, source, aliases)
+        try:
+            if kind == "Condition":
+                self._condition(resource, source, aliases, stu3_abated=stu3_abated)
+            else:
+                getattr(self, f"_{kind.lower()}")(resource, source, aliases)
+        except (ArithmeticError, ValueError) as exc:  # a value no handler foresaw: name the entry, not the value
+            raise BundleError(f"entry {number} ({shown}) cannot be read: a value out of range "
+                              f"({type(exc).__name__})") from None
 
     def _subject(self, ref: Any) -> str | None:
         return _ref_key(ref.reference) if ref is not None else None
@@ -394,7 +516,7 @@ class _Bundle:
         return self.subjects.setdefault(self._subject(ref) or "", _Subject())
 
     def _patient(self, resource: Any, source: str, aliases: tuple[str, ...]) -> None:
-        self.patients.append((resource, aliases))
+        self.patients.append((resource, aliases, self.number))
 
     def _match_condition(self, concept: Any) -> list[Code]:
         found: list[Code] = []
@@ -408,7 +530,7 @@ class _Bundle:
                 found.extend(self.mapping.icd(code))
         return found
 
-    def _condition(self, resource: Any, source: str, aliases: tuple[str, ...]) -> None:
+    def _condition(self, resource: Any, source: str, aliases: tuple[str, ...], *, stu3_abated: bool = False) -> None:
         rules = self.mapping.condition
         verification = _words(resource.verificationStatus)
         if verification & rules["ignore_verification"]:
@@ -418,8 +540,18 @@ class _Bundle:
             return
         onset = _day(resource.onsetDateTime) or _day(resource.onsetPeriod.start if resource.onsetPeriod else None) \
             or _day(resource.recordedDate)
-        abated = _day(resource.abatementDateTime) or _day(
+        abated: _Abated | None = None
+        day = _day(resource.abatementDateTime) or _day(
             (resource.abatementPeriod.end or resource.abatementPeriod.start) if resource.abatementPeriod else None)
+        span = resource.abatementRange
+        if day is not None:
+            abated = _Abated(day=day)
+        elif resource.abatementAge is not None:
+            abated = _Abated(age=resource.abatementAge)
+        elif span is not None and (span.low or span.high) is not None:
+            abated = _Abated(age=span.low or span.high)  # the earliest age it may have abated at
+        elif (resource.abatementString or "").strip() or stu3_abated:
+            abated = _Abated()
         history = bool(_words(resource.clinicalStatus) & rules["history_clinical"])
         tentative = bool(verification & rules["tentative_verification"])
         self._gather(resource.subject).conditions.append((matches, onset, abated, history, tentative, source))
@@ -438,14 +570,14 @@ class _Bundle:
         when = _day(resource.performedDateTime) or _day((period.end or period.start) if period else None)
         self._gather(resource.subject).procedures.append((matches, when, source))
 
-    def _facts(self, mine: list[_Subject], d0: dt.date) -> _Facts:
+    def _facts(self, mine: list[_Subject], d0: dt.date, born: dt.date | None) -> _Facts:
         """The condition statuses that the patient's conditions and procedures give as of D0."""
         facts = _Facts()
         for subject in mine:
             for matches, onset, abated, history, tentative, source in subject.conditions:
                 if onset is not None and onset > d0:
                     continue
-                history = history or (abated is not None and abated <= d0)
+                history = history or (abated is not None and abated.by(d0, born))
                 self._evidence(facts, matches, "history" if history else "active", source, tentative=tentative,
                                what="suggests only")
             first = self.mapping.lookback.start(d0 + dt.timedelta(days=self.mapping.lookback_end_days))
@@ -467,7 +599,7 @@ class _Bundle:
             if tentative or not strong or target not in self.mapping.status_fields:
                 shown = "; ".join(sorted({f"{c.code} {c.display}".strip() for c in codes}))
                 why = "not confirmed" if tentative and what != "no date" and strong else what
-                note = f"{source} ({why}: {shown}; the screener decides)"
+                note = (source, f"{why}: {shown}; the screener decides")
                 if note not in facts.hints.setdefault(target, []):
                     facts.hints[target].append(note)
                 continue
@@ -494,14 +626,21 @@ class _Bundle:
         handed = _day(resource.whenHandedOver) or _day(resource.whenPrepared)
         if handed is None:
             return
-        end = handed + dt.timedelta(days=_days(resource.daysSupply) or 0)
+        try:
+            end: dt.date | None = _plus(handed, _days(resource.daysSupply) or 0)
+        except _OutOfRange:  # the supply is ignored; the prescription's end becomes unknown
+            end = None
         for ref in resource.authorizingPrescription or []:
             key = _ref_key(ref.reference)
-            if key is not None and (key not in self.dispensed or self.dispensed[key] < end):
+            if key is None:
+                continue
+            if end is None:
+                self.unknown_end.setdefault(key, source)
+            elif key not in self.dispensed or self.dispensed[key] < end:
                 self.dispensed[key] = end
 
     def _med(self, resource: Any, source: str, aliases: tuple[str, ...], rules: dict[str, frozenset[str]],
-             start: dt.date | None, stop: dt.date | None, *, request: bool) -> None:
+             start: dt.date | None, stop: dt.date | None, *, request: bool, note: str | None = None) -> None:
         status = resource.status
         if status in rules.get("ignore_status", ()):
             return
@@ -513,14 +652,20 @@ class _Bundle:
             return  # a medicine of no drug class changes no criterion: not copied
         self.meds.append(_Med(source, self._subject(resource.subject), drug,
                               _ref_key(reference.reference) if reference is not None else None, start,
-                              stop if stopped else None, ongoing, aliases, request and stopped))
+                              stop if stopped else None, ongoing, aliases, request and stopped and note is None,
+                              note if stopped else None))
 
     def _medicationrequest(self, resource: Any, source: str, aliases: tuple[str, ...]) -> None:
         start = _day(resource.authoredOn)
         supply = resource.dispenseRequest.expectedSupplyDuration if resource.dispenseRequest else None
-        days = _days(supply)
-        stop = start + dt.timedelta(days=days) if start is not None and days is not None else start
-        self._med(resource, source, aliases, self.mapping.medication["request"], start, stop, request=True)
+        stop, note = start, None
+        try:
+            days = _days(supply)
+            if start is not None and days is not None:
+                stop = _plus(start, days)
+        except _OutOfRange:
+            stop, note = None, "expected supply duration out of range: ignored, so the end is unknown"
+        self._med(resource, source, aliases, self.mapping.medication["request"], start, stop, request=True, note=note)
 
     def _medicationstatement(self, resource: Any, source: str, aliases: tuple[str, ...]) -> None:
         period = resource.effectivePeriod
@@ -532,12 +677,9 @@ class _Bundle:
         rules = self.mapping.consent
         if rules["research_scope"] not in _words(resource.scope):
             return
-        named = orjson.dumps([
-            [p.model_dump(mode="json") for p in resource.policy or []],
-            resource.policyRule.model_dump(mode="json") if resource.policyRule else None,
-            resource.provision.model_dump(mode="json") if resource.provision else None,
-        ]).decode()
-        if not any(study in named for study in rules["study_ids"]):
+        named = [p.model_dump(mode="json") for p in resource.policy or []]
+        named += [r.model_dump(mode="json") for r in (resource.policyRule, resource.provision) if r is not None]
+        if not any(rules["study_pattern"].search(text) for text in _strings(named)):
             return
         value = rules["status"].get(resource.status)
         if value is None:
@@ -549,30 +691,44 @@ class _Bundle:
     def records(self) -> Iterator[dict[str, Any]]:
         if not self.patients:
             raise BundleError("no Patient in the bundle (is it a FHIR Bundle of patient data?)")
-        owner: dict[str, int] = {}
-        for index, (_, aliases) in enumerate(self.patients):
-            for alias in aliases:
-                owner[alias] = index
         lone = len(self.patients) == 1
-        for index, (patient, aliases) in enumerate(self.patients):
-            yield self._record(patient, aliases, owner, lone and index == 0)
+        for index, (patient, aliases, number) in enumerate(self.patients):
+            yield self._record(patient, aliases, number, lone and index == 0)
 
     def _mine(self, subject: str | None, aliases: tuple[str, ...], lone: bool) -> bool:
         return subject in aliases or (lone and not subject)
 
-    def _record(self, patient: Any, aliases: tuple[str, ...], owner: dict[str, int], lone: bool) -> dict[str, Any]:
+    def _record(self, patient: Any, aliases: tuple[str, ...], number: int, lone: bool) -> dict[str, Any]:
         run, fields = self.run, self.mapping.fields
-        source = f"Patient/{patient.id}" if patient.id else "Patient"
         try:
-            candidate = run.candidate_id(patient)
+            candidate = run.candidate_id(patient, number)
         except BundleError as exc:  # this patient's error line; the bundle's other patients go on
             return {"error": str(exc), "source": self.name}
         start = run.start_of(candidate)
         if start is None:
             return {"error": f"no screening_start for candidate {candidate}: give --screening-start, or a row in "
                              f"--screening-start-file", "source": self.name}
+        # No identifier of the patient but the candidate id leaves the EHR (§8.3): the Patient is named
+        # by the identifier system chosen, and a source that names another identifier (the EHR's
+        # Patient.id under --id-system, an MRN within a resource id) by its type and entry number.
+        secrets = {str(i.value).strip() for i in patient.identifier or [] if i.value and str(i.value).strip()}
+        secrets |= {patient.id} if patient.id else set()
+        secrets |= {a.split(":")[-1].split("/")[-1] for a in aliases}
+        secrets.discard(candidate)
+        if run.id_system is not None:
+            source = f"Patient (identifier {run.id_system})"
+        else:
+            source = f"Patient/{patient.id}"
+
+        def shown(src: str) -> str:
+            return self.entries.get(src, src) if _leaks(src, secrets) else src
+
         record: dict[str, Any] = {}
         prov: dict[str, list[str]] = {}
+
+        def note(path: str, text: str) -> None:
+            if text not in prov.setdefault(path, []):
+                prov[path].append(text)
 
         def put(path: str, value: Any, sources: list[str]) -> None:
             parts = path.split(".")
@@ -580,15 +736,15 @@ class _Bundle:
             for part in parts[:-1]:
                 target = target.setdefault(part, {})
             target[parts[-1]] = value
-            if sources:
-                prov.setdefault(path, []).extend(s for s in sources if s not in prov.get(path, []))
+            for src in sources:
+                note(path, src)
 
         put(fields["candidate_id"], candidate, [source])
         if run.site is not None and "site" in fields:
             put(fields["site"], run.site, [])
         put(fields["screening_start"], start.isoformat(), [])
-        born = patient.birthDate
-        if "birth_date" in fields and isinstance(born, dt.date):
+        born = patient.birthDate if isinstance(patient.birthDate, dt.date) else None
+        if "birth_date" in fields and born is not None:
             put(fields["birth_date"], born.isoformat(), [source])
         if "sex" in fields and patient.gender in self.mapping.gender:
             put(fields["sex"], self.mapping.gender[patient.gender], [source])
@@ -596,53 +752,85 @@ class _Bundle:
             died = _day(patient.deceasedDateTime)
             if died is not None and died <= start:
                 put(fields["deceased_date"], died.isoformat(), [source])
-            elif patient.deceasedBoolean:
-                prov.setdefault(fields["deceased_date"], []).append(f"{source} (deceased, no date given; the screener "
-                                                                    f"checks)")
+            elif died is None and patient.deceasedBoolean:
+                # deceased, no date given: D0 stands in, so that the decision warns as for a date
+                put(fields["deceased_date"], start.isoformat(),
+                    [f"{source} (deceasedBoolean true, no date of death given: screening_start stands in for it; "
+                     f"the screener checks)"])
         mine = [s for key, s in self.subjects.items() if self._mine(key, aliases, lone)]
-        facts = self._facts(mine, start)
+        facts = self._facts(mine, start, born)
         for target in sorted(facts.statuses, key=self._order):
             found = facts.statuses[target]
             best = max(_RANK[s] for s, _ in found)
             value = next(s for s, r in _RANK.items() if r == best)
-            put(target, value, [src for s, src in found if s == value])
+            put(target, value, [shown(src) for s, src in found if s == value])
         for target, sites in facts.sites.items():
             put(target, ", ".join(sorted(set(sites))), [])
-        for target, notes in facts.hints.items():
+        for target, hints in facts.hints.items():
             if target not in facts.statuses:
-                prov.setdefault(target, []).extend(notes)
+                for src, text in hints:
+                    note(target, f"{shown(src)} ({text})")
         meds = self._medications(aliases, lone, start)
         if meds:
-            put(self.mapping.medication["list"], [m for m, _ in meds], [])
-            prov.setdefault(self.mapping.medication["list"], []).extend(src for _, src in meds)
-        consents = sorted((c for s in mine for c in s.consents), key=lambda c: (c[0] or dt.date.min))
-        if consents:
-            _, value, src = consents[-1]
-            put(self.mapping.consent["field"], value, [src])
+            put(self.mapping.medication["list"], [m for m, _, _ in meds], [])
+            for _, src, notes in meds:
+                texts = [text if by is None else f"its dispense {shown(by)} {text}" for by, text in notes]
+                note(self.mapping.medication["list"], f"{shown(src)} ({'; '.join(texts)})" if texts else shown(src))
+        self._consent_of(mine, start, put, note, shown)
         if prov:
             record[self.mapping.provenance] = prov
         run.stats.seen(record, self.mapping)
         return record
 
+    def _consent_of(self, mine: list[_Subject], d0: dt.date, put: Any, note: Any, shown: Any) -> None:
+        """The latest research consent dated on or before the planned enrollment date (consent is
+        judged at enrollment, criteria.md §1.2; a later one is noted, not counted)."""
+        target = self.mapping.consent["field"]
+        plus = self.mapping.consent["until"]
+        try:
+            until = _plus(d0, plus) if plus is not None else dt.date.max
+        except _OutOfRange:
+            until = dt.date.max
+        consents = sorted((c for s in mine for c in s.consents), key=lambda c: (c[0] or dt.date.min))
+        counted = [c for c in consents if c[0] is None or c[0] <= until]
+        for day, _, src in consents:
+            if day is not None and day > until:
+                note(target, f"{shown(src)} (dated after the planned enrollment date {until.isoformat()}: not counted; "
+                             f"the screener checks)")
+        if counted:
+            _, value, src = counted[-1]
+            put(target, value, [shown(src)])
+
     def _order(self, path: str) -> int:
         paths = self.run.paths
         return paths.index(path) if path in paths else len(paths)
 
-    def _medications(self, aliases: tuple[str, ...], lone: bool, d0: dt.date) -> list[tuple[dict[str, Any], str]]:
+    def _medications(self, aliases: tuple[str, ...], lone: bool,
+                     d0: dt.date) -> list[tuple[dict[str, Any], str, list[tuple[str | None, str]]]]:
+        """The patient's medicines: (entry, source, notes); a note is (the other resource it is
+        about, or None; its text)."""
         entry = self.mapping.medication["entry"]
-        out: list[tuple[dict[str, Any], str]] = []
+        out: list[tuple[dict[str, Any], str, list[tuple[str | None, str]]]] = []
         for med in self.meds:
             if not self._mine(med.subject, aliases, lone) or (med.start is not None and med.start > d0):
                 continue
             drug = med.drug if med.drug is not None else self.drugs.get(med.reference or "")
             if drug is None:
                 continue
+            notes: list[tuple[str | None, str]] = []
+            if med.note is not None:
+                notes.append((None, med.note))
             stop = med.stop
             if med.add_dispenses:
                 for alias in med.aliases:
+                    if alias in self.unknown_end:
+                        notes.append((self.unknown_end[alias],
+                                      "has a days supply out of range: ignored, so the end is unknown"))
                     supplied = self.dispensed.get(alias)
                     if supplied is not None and (stop is None or supplied > stop):
                         stop = supplied
+            if notes:
+                stop = None
             if stop is not None and med.start is not None and stop < med.start:
                 stop = med.start
             item: dict[str, Any] = {entry["name"]: drug.name}
@@ -656,7 +844,7 @@ class _Bundle:
                 item[entry["ongoing"]] = True
             elif stop is not None:
                 item[entry["stop_date"]] = stop.isoformat()
-            out.append((item, med.source))
+            out.append((item, med.source, notes))
         return out
 
     def _drug(self, concept: Any) -> _Drug | None:
@@ -795,12 +983,14 @@ class FhirImport:
                     asked.append(path)
         self.stats = ImportStats(asked=tuple(asked))
 
-    def candidate_id(self, patient: Any) -> str:
+    def candidate_id(self, patient: Any, entry: int) -> str:
+        """The candidate id of a Patient (entry ``entry`` of its bundle): its identifier of
+        ``--id-system``, else its id. :raises BundleError: naming the entry, not the EHR's id."""
         if self.id_system is not None:
             for ident in patient.identifier or []:
                 if ident.system == self.id_system and ident.value and ident.value.strip():
                     return str(ident.value.strip())
-            raise BundleError(f"Patient/{patient.id or '?'} has no identifier of the system {self.id_system}")
+            raise BundleError(f"the Patient of entry {entry} has no identifier of the system {self.id_system}")
         if not patient.id:
             raise BundleError("a Patient without an id (give --id-system to take its identifier instead)")
         return str(patient.id)

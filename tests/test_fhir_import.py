@@ -99,7 +99,8 @@ def test_candidate_ids_from_an_identifier_system(paper: screening.Ruleset) -> No
     assert [(r["candidate_id"], r["site"], r["consent"]) for r in got] == [
         ("MRN-0042", "Chengdu", "signed"), ("MRN-0043", "Chengdu", "withdrawn")]
     [error] = imported(by_name("dialysis"), paper, id_system="urn:oid:1.2.3.4.5.hospital-mrn")
-    assert error["error"] == "Patient/hm-dialysis-patient has no identifier of the system urn:oid:1.2.3.4.5.hospital-mrn"
+    # named by its entry: the EHR's id of a patient chosen by another identifier stays in the EHR
+    assert error["error"] == "the Patient of entry 1 has no identifier of the system urn:oid:1.2.3.4.5.hospital-mrn"
 
 
 def test_screening_start_per_candidate_from_a_csv(paper: screening.Ruleset, tmp_path: Path) -> None:
@@ -234,7 +235,7 @@ def test_a_patient_without_the_identifier_is_one_error_line_and_the_others_go_on
     path.write_text(json.dumps(bundle), encoding="utf-8")
     run_ = FhirImport(paper, screening_start=D0, id_system="urn:oid:1.2.3.4.5.hospital-mrn")
     first, second = run_.lines([str(path)])
-    assert first == {"error": "Patient/hm-consent-signed has no identifier of the system "
+    assert first == {"error": "the Patient of entry 1 has no identifier of the system "
                               "urn:oid:1.2.3.4.5.hospital-mrn", "source": str(path)}
     assert (second["candidate_id"], second["consent"]) == ("MRN-0043", "withdrawn")
     assert (run_.stats.records, run_.stats.errors) == (1, 1)
