@@ -65,5 +65,5 @@ def test_public_surface_is_what_all_says() -> None:
     exported = {name for name in dir(screening) if not name.startswith("_")}
     modules = {"audit", "conditions", "decision", "decision_row", "derivations", "describe", "engine", "errors", "facts", "i18n",
                "fields", "generate", "io", "matching", "output", "protocol", "record", "scale", "screen", "batch", "sink",
-               "text", "log", "service", "redcap", "cluster", "diagram"}
+               "text", "log", "service", "redcap", "cluster", "diagram", "lint"}
     assert exported - modules == set(screening.__all__)
