@@ -21,7 +21,7 @@ FIXTURES = ROOT / "fixtures"
 # HYPOTHESIS_PROFILE chooses one by name. Tests whose examples are costly (a worker pool, a
 # subprocess) scale their own max_examples from the profile's (tests/test_properties.py `scaled`).
 settings.register_profile("dev", max_examples=100, deadline=None)
-settings.register_profile("ci", max_examples=1000, deadline=None, derandomize=True, database=None,
+settings.register_profile("ci", max_examples=800, deadline=None, derandomize=True, database=None,
                           print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
