@@ -973,7 +973,9 @@ def _list_packs(fmt: str) -> None:
 @rules_option
 @click.argument("target", required=False, metavar="[NAME|PATH]")
 @click.option("--check", is_flag=True,
-              help="Only load and validate the criteria set; given a pack (its name or folder), every set of it.")
+              help="Only load, validate and lint the criteria set (contradictory, unreachable or shadowed rules, "
+                   "criteria no record can reach, empty boxes, malformed codes; exit 1 on any finding); given a "
+                   "pack (its name or folder), every set of it.")
 @click.option("--list", "list_sets", is_flag=True, help="List the shipped trial packs, their sets and versions.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "fhir"]), default="text",
               show_default=True,
@@ -1003,10 +1005,23 @@ def rules(ctx: click.Context, rules_spec: str, target: str | None, check: bool, 
             paths = screening.protocol.resolve_all(rules_spec)
         except screening.ScreeningError as exc:
             raise _failure(exc) from None
+        from screening.lint import lint
+
+        findings = 0
         for path in paths:
             ruleset = _load(str(path))
-            click.echo(f"{ruleset.path}: {ruleset.name} {ruleset.version} is valid ({len(ruleset.criteria)} "
-                       f"criteria, {len(ruleset.flat_rules)} rules, sha256 {ruleset.sha256})")
+            found = lint(ruleset, path)
+            findings += len(found)
+            if not found:
+                click.echo(f"{ruleset.path}: {ruleset.name} {ruleset.version} is valid ({len(ruleset.criteria)} "
+                           f"criteria, {len(ruleset.flat_rules)} rules, sha256 {ruleset.sha256})")
+                continue
+            click.echo(f"{ruleset.path}: {ruleset.name} {ruleset.version} loads, but the lint finds {len(found)} "
+                       f"problem{'' if len(found) == 1 else 's'}:")
+            for finding in found:
+                click.echo(f"  {visible(str(finding))}")
+        if findings:
+            raise Failure(f"{findings} lint finding{'' if findings == 1 else 's'} (see above)")
         return
     ruleset = _load(rules_spec, lang)
     lang = lang if ruleset.speaks(lang) else DEFAULT_LANG

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import math
 import operator
 import re
 import string
@@ -42,6 +43,9 @@ class FactType:
     reads: tuple[str, ...] = ()
     #: the drug classes of the set's value sets that the fact is derived with (its ``class`` argument)
     classes: tuple[str, ...] = ()
+    #: the range an int fact can take on a valid record (None: no bound known), for the rule lint
+    low: int | None = None
+    high: int | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,24 @@ class Derivation:
 
 def _int(_: Build) -> FactType:
     return FactType("int")
+
+
+def _count_kind(_: Build) -> FactType:
+    """A count of list entries: never below 0."""
+    return FactType("int", low=0)
+
+
+def _number_kind(b: Build) -> FactType:
+    """An int field's value: within the field's declared min and max."""
+    spec = b.field("field", "int")
+    return FactType("int", low=None if spec.minimum is None else math.ceil(spec.minimum),
+                    high=None if spec.maximum is None else math.floor(spec.maximum))
+
+
+def _count_values_kind(b: Build) -> FactType:
+    """How many enum fields of an object hold given values: 0 … the number of those fields."""
+    spec = b.field("object", "object")
+    return FactType("int", low=0, high=sum(1 for f in spec.fields.values() if f.type == "enum"))
 
 
 def _enum(*values: str) -> Callable[[Build], FactType]:
@@ -607,12 +629,13 @@ def _make_exposure(b: Build, q: dict[str, Quote]) -> Callable[[State], Any]:
 REGISTRY: dict[str, Derivation] = {
     "age": Derivation(frozenset({"born", "at", "birthday"}), frozenset({"at", "born", "birthday"}), _int, _make_age),
     "count_in_window": Derivation(frozenset({"list", "date", "start", "nights", "count"}), frozenset({"end", "note"}),
-                                  _int, _make_count_in_window),
-    "number": Derivation(frozenset({"field"}), frozenset(), _int, _make_number),
+                                  _count_kind, _make_count_in_window),
+    "number": Derivation(frozenset({"field"}), frozenset(), _number_kind, _make_number),
     "yes_no": Derivation(frozenset({"field"}), frozenset(), _enum("yes", "no", "unknown"), _make_yes_no),
     "enum_value": Derivation(frozenset({"field", "default"}), frozenset(), _enum_kind, _make_enum_value),
     "is_true": Derivation(frozenset({"field", "yes", "no"}), frozenset(), _is_true_kind, _make_is_true),
-    "count_values": Derivation(frozenset({"object", "values", "missing"}), frozenset({"names", "fields"}), _int,
+    "count_values": Derivation(frozenset({"object", "values", "missing"}), frozenset({"names", "fields"}),
+                               _count_values_kind,
                                _make_count_values, lists=frozenset({"fields"})),
     "in_site_list": Derivation(frozenset({"field", "list", "missing"}), frozenset({"value"}),
                                _enum("listed", "other", "unknown"), _make_in_site_list),
@@ -808,7 +831,7 @@ class Declarations:
                 kind = derivation.kind(build)
                 reads = tuple(sorted({v for k, v in entry.args.items() if isinstance(v, str) and record.get(v)}))
                 classes = tuple(v for k, v in entry.args.items() if k == "class" and isinstance(v, str))
-                facts[entry.name] = FactType(kind.kind, kind.values, entry.doc, reads, classes)
+                facts[entry.name] = FactType(kind.kind, kind.values, entry.doc, reads, classes, kind.low, kind.high)
             for role, names in entry.quotes.items():
                 (lists if role in derivation.lists else quotes).update(names)
         clash = set(facts) & (quotes | lists)

@@ -9,11 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 import screening
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+
+# Property tests (hypothesis): "dev" for a quick local run, "ci" (CI=true, as .ci/run sets) for the
+# run that counts, with many more cases and a fixed seed so that CI gives the same answer twice.
+# HYPOTHESIS_PROFILE chooses one by name. Tests whose examples are costly (a worker pool, a
+# subprocess) scale their own max_examples from the profile's (tests/test_properties.py `scaled`).
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile("ci", max_examples=800, deadline=None, derandomize=True, database=None,
+                          print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture(scope="session")
