@@ -184,7 +184,7 @@ def _screen_resumed(source: IO[bytes], writer: RowSink, ruleset: Ruleset, run: R
     else:
         stream = read_records(source, input_format, name=name, kinds=ruleset.record.kinds)
     items = iter(stream)
-    dupes = DuplicateCheck() if check_duplicates else None
+    dupes = DuplicateCheck(lang) if check_duplicates else None
     known = run.done.keys
 
     def check_logged(index: int, item: Item) -> None:

@@ -115,6 +115,16 @@ MESSAGES: dict[str, dict[str, str]] = {
                "zh": "各项标准（+ 通过，x 据此排除，? 不详，! 需研究者判断）："},
     "stamp": {"en": "rules: {name} {version} (sha256 {sha}…)", "zh": "标准：{name} {version}（sha256 {sha}…）"},
     "draft": {"en": "", "zh": DRAFT_NOTE["zh"]},
+    # the duplicate check's warnings on a second record for a candidate in one batch
+    "duplicate_second": {"en": "a second record for candidate {cid} at site {site} in this batch (first at {first})",
+                         "zh": "本批中候选人 {cid}（中心 {site}）的第二条记录（第一条在 {first}）"},
+    "duplicate_near": {"en": "candidate {cid} at site {site} matches an earlier record in this batch once case and "
+                             "surrounding spaces are ignored (first at {first}): the same candidate typed differently, "
+                             "or two candidates?",
+                       "zh": "忽略大小写和首尾空格后，候选人 {cid}（中心 {site}）与本批中较早的一条记录相同（第一条在 "
+                             "{first}）：是同一候选人的不同写法，还是两名候选人？"},
+    "duplicate_no_site": {"en": "(none)", "zh": "（无）"},
+    "duplicate_earlier_row": {"en": "an earlier row", "zh": "较早的一行"},
     # the audit report
     "audit_title": {"en": "CONSORT enrollment — counted with {name} {version}; decisions from {stamps}",
                     "zh": "CONSORT 入组流程 — 按 {name} {version} 计数；决定来自 {stamps}"},

@@ -261,7 +261,8 @@ class _Pipeline:
         self.ruleset = ruleset
         self.workers = workers
         self.options = options
-        self.dupes = duplicates if duplicates is not None else DuplicateCheck() if check_duplicates else None
+        self.dupes = duplicates if duplicates is not None else \
+            DuplicateCheck(options.get("lang", "en")) if check_duplicates else None
         self._local: Screener | None = None  # renders rows of unreadable items here (no engine call)
 
     def run(self, tasks: Iterator[Task]) -> Iterator[Block]:
@@ -361,7 +362,7 @@ class _Pipeline:
                     if lines is None:
                         lines = text.split(b"\n")
                     row = orjson.loads(lines[i])
-                    add_duplicate_warning(row, dupes.position(first[0]), near=not first[1])
+                    add_duplicate_warning(row, dupes.position(first[0]), near=not first[1], lang=dupes.lang)
                     lines[i] = orjson.dumps(row)
         if lines is not None:
             text = b"\n".join(lines)
@@ -546,7 +547,7 @@ class WarmPool:
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
         futures = [self._pool.submit(_screen_warm, [(it.position, it.text if it.error is None else None)
                                                    for it in chunk], lang) for chunk in chunks]
-        dupes = DuplicateCheck()
+        dupes = DuplicateCheck(lang)
         for chunk, future in zip(chunks, futures):
             lines = future.result().split(b"\n")
             for item, line in zip(chunk, lines):

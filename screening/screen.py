@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from .decision import Decider, error_row
 from .errors import CandidateRecordError, FieldProblem
 from .facts import derive
+from .i18n import message
 from .io import Item
 from .protocol import Ruleset
 from .record import import_error, parse_record
@@ -167,7 +168,9 @@ class DuplicateCheck:
     _POSITION = (1 << _TAG_SHIFT) - 1
     _TAGS = (1 << (64 - _TAG_SHIFT)) - 1
 
-    def __init__(self) -> None:
+    def __init__(self, lang: str = "en") -> None:
+        #: the language of the warnings it adds (:func:`add_duplicate_warning`)
+        self.lang = lang
         self._size = 1024
         self._keys = array("Q", bytes(8 * self._size))
         self._firsts = array("Q", bytes(8 * self._size))
@@ -290,21 +293,17 @@ class DuplicateCheck:
         if key:
             first = self.seen(key, (tag << self._TAG_SHIFT) | self._encode(position))
             if first is not None:
-                add_duplicate_warning(row, self._decode(first[0]), near=not first[1])
+                add_duplicate_warning(row, self._decode(first[0]), near=not first[1], lang=self.lang)
         return row
 
 
-def add_duplicate_warning(row: dict[str, Any], first: str, *, near: bool = False) -> None:
+def add_duplicate_warning(row: dict[str, Any], first: str, *, near: bool = False, lang: str = "en") -> None:
     """The warning on a second record for a candidate in one batch, placed before the stamp. ``near``:
     the site and id match the earlier record's only once case and surrounding spaces are ignored."""
     warnings = row.setdefault("warnings", [])
-    if near:
-        warnings.append(f"candidate {row.get('candidate_id')} at site {row.get('site') or '(none)'} matches an "
-                        f"earlier record in this batch once case and surrounding spaces are ignored (first at "
-                        f"{first or 'an earlier row'}): the same candidate typed differently, or two candidates?")
-    else:
-        warnings.append(f"a second record for candidate {row.get('candidate_id')} at site "
-                        f"{row.get('site') or '(none)'} in this batch (first at {first or 'an earlier row'})")
+    values = {"cid": row.get("candidate_id"), "site": row.get("site") or message("duplicate_no_site", lang),
+              "first": first or message("duplicate_earlier_row", lang)}
+    warnings.append(message("duplicate_near" if near else "duplicate_second", lang, **values))
     if "ruleset" in row:  # keep the field order stable: warnings before the stamp
         for key_ in [k for k in row if k in ("ruleset", "parameters", "criteria_set_check", "record")]:
             row[key_] = row.pop(key_)
@@ -320,7 +319,7 @@ def screen_items(items: Iterable[Item], ruleset: Ruleset, *, evaluator: Evaluato
     a resumed batch); by default a new one, when ``check_duplicates``."""
     screener = Screener(ruleset, evaluator=evaluator, include_record=include_record, compare_with=compare_with,
                         lang=lang)
-    dupes = duplicates if duplicates is not None else DuplicateCheck() if check_duplicates else None
+    dupes = duplicates if duplicates is not None else DuplicateCheck(lang) if check_duplicates else None
     for item in items:
         row = screener.item(item)
         if dupes is not None:

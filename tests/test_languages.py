@@ -277,3 +277,23 @@ def test_screen_one_takes_a_language() -> None:
     assert row["decision"] == "eligible" and row["criteria"]["I4"]["reason"] == "知情同意待签署"
     with pytest.raises(ValueError, match="written in en only"):
         screening.screen_one(base_record(), screening.load_ruleset("paper-2024@1.1.0"), lang="zh")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_duplicate_warnings_follow_the_language(tmp_path: Path, workers: str) -> None:
+    record = base_record()
+    near = dict(record, candidate_id=f" {record['candidate_id'].lower()} ")
+    source = tmp_path / "dupes.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in (record, record, near)), encoding="utf-8")
+
+    def warnings(lang: str) -> list[list[str]]:
+        result = CliRunner().invoke(cli.main, ["screen", str(source), "--format", "jsonl", "--lang", lang,
+                                               "--workers", workers])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["warnings"] for line in result.stdout.splitlines()]
+    english, chinese = warnings("en"), warnings("zh")
+    assert any(w.startswith("a second record for candidate") for w in english[1])
+    assert any(w.startswith("candidate") and "case and surrounding spaces" in w for w in english[2])
+    assert any(w.startswith("本批中候选人") and "第一条在 line 1" in w for w in chinese[1])
+    assert any(w.startswith("忽略大小写和首尾空格后") for w in chinese[2])
+    assert not any("second record" in w or "surrounding spaces" in w for row in chinese for w in row)
