@@ -21,7 +21,7 @@ TOKEN = "form-test-token-0123456789"
 def _client(tmp_path: Path, rules: str = "paper-2024", tokens: dict[str, str] | None = None,
             url: str | None = None) -> TestClient:
     log = ScreeningLog(url or f"sqlite:///{tmp_path / 'log.sqlite3'}")
-    return TestClient(create_app(rules=rules, log=log, tokens=tokens or {}))
+    return TestClient(create_app(rules=rules, log=log, tokens=tokens or {}), base_url="http://localhost")
 
 
 def _inputs(html: str) -> set[str]:
