@@ -105,6 +105,17 @@ def page_data(ruleset: Ruleset, *, auth: bool) -> dict[str, Any]:
             "randomized": ruleset.consort["eligible"]}
 
 
+def script_json(data: Any) -> str:
+    """JSON to put inside a ``<script>`` element: ``<``, ``>`` and ``&`` as ``\\u003c`` etc., so no
+    text of a pack (``</script>``, ``<!--<script``) can end the element or change how it is parsed
+    (U+2028 and U+2029 too, for older script parsers)."""
+    text = json.dumps(data, ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text
+
+
 def _boxes(ruleset: Ruleset) -> list[str]:
     consort = ruleset.consort
     boxes: list[str] = list(consort.get("categories", []))
@@ -127,7 +138,7 @@ def mount_form(app: FastAPI, ruleset: Ruleset, log: ScreeningLog, *, auth: bool,
     env = _environment()
     langs = tuple(lang for lang in LANGUAGES if ruleset.speaks(lang))
     fields = form_fields(ruleset, langs)
-    data = json.dumps(page_data(ruleset, auth=auth), ensure_ascii=False).replace("</", "<\\/")
+    data = script_json(page_data(ruleset, auth=auth))
     criteria = [{"id": c.id, "kind": c.kind, "title": {lang: c.title_in(lang) for lang in langs}}
                 for c in ruleset.ordered]
     words = _words(_page_words(), langs)
