@@ -713,8 +713,12 @@ def interview(rules_spec: str, lang: str, resume: str | None, output: str | None
         raise
     assert state.row is not None
     asked = len(state.asked)
-    click.echo(message({"decided": "interview_decided", "skipped": "interview_skipped"}.get(
-        state.ended, "interview_no_more"), lang, n=asked))
+    if state.row["decision"] == "error":  # a record that cannot be read: never "decided", never exit 0
+        _save_record(state.record, output or resume, lang)
+        fields = ", ".join(f or "(the record's text)" for f in state.row.get("error_fields", [])) or "?"
+        raise Failure(message("interview_unreadable", lang, file=resume or "the record", fields=fields))
+    click.echo(message({"decided": "interview_decided", "skipped": "interview_skipped",
+                        "review": "interview_review", "unknown": "interview_unknown"}.get(state.ended, "interview_no_more"), lang, n=asked))
     click.echo(closing(state, ruleset, lang), nl=False)
     _save_record(state.record, output or resume, lang)
     if log is not None and state.row["decision"] != "error":

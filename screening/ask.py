@@ -17,6 +17,28 @@ Fields whose type gives nothing to probe (free text) keep the current number of 
 distance. Required fields that are missing (``candidate_id``, ``screening_start``) come before
 everything: without them the record cannot be screened.
 
+Three more rules (review A, findings 1 and 2, and the cost of large records):
+
+4. **A list before the fields that complete it.** A list a criterion reads (its entries are free
+   text, so a probe cannot show that one entry would exclude) is asked *before* any other field the
+   same open criterion asks with it, and ranks with the best of their distances — while the list has
+   no answer yet. So "which medicines?" comes before "is the medication history complete?": the
+   yes/no alone can never settle the medicine criteria without the list having been asked. (Chosen
+   over asking the two together: each question stays one field, and the rule follows from the
+   criteria's ``ask`` lists alone.)
+5. **An answered field is not asked again for a review.** A field that already holds an answer is
+   left out when every open criterion asking it is in ``review``: the investigator decides, the same
+   question cannot. (A field whose answer leaves a criterion ``unknown`` — a medicine without dates,
+   ``unknown`` itself — is still asked.)
+6. **A probe budget.** The probes of one call screen at most :data:`PROBE_BUDGET` bytes of record
+   JSON; past it, the fields left keep the current number of questions as their distance (their
+   order then is ``ask_next``'s). A record of a few kB is never near it; a 700 kB one is ranked in
+   well under a second instead of seconds.
+
+A record the record model refuses has no decision to rank by: its plan asks the refused fields
+that can be answered as one value (``refused``), so the screener can correct them; a refused list
+entry or an unknown field has no question, and the plan is empty.
+
 Example::
 
     from screening import load_ruleset
@@ -46,6 +68,8 @@ from .screen import Evaluator, Screener
 PROBE_YEARS = 100
 #: How many entries a long list is probed with (each holding its item's required fields, probed).
 PROBE_LIST_LENGTH = 20
+#: The most record JSON (bytes) the probes of one question order screen (rule 6 of the module's text).
+PROBE_BUDGET = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -59,10 +83,12 @@ class Question:
     criteria: tuple[str, ...] = ()
     #: whether the record cannot be screened without it (a missing required field)
     required: bool = False
+    #: whether the record holds an answer the record model refuses (asked to correct it)
+    refused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "distance": self.distance, "criteria": list(self.criteria),
-                "required": self.required}
+                "required": self.required, "refused": self.refused}
 
 
 @dataclass
@@ -162,7 +188,20 @@ class QuestionOrder:
     def screen(self, record: Mapping[str, Any], *, screener: Screener | None = None) -> dict[str, Any]:
         """The decision (or error) row for a JSON-shaped record."""
         text = json.dumps(record, ensure_ascii=False)
+        self.screened += len(text)
         return (screener or self.screener).item(Item("record 1", text))
+
+    #: bytes of record JSON screened by this order so far (the probe budget counts them)
+    screened = 0
+
+    def _refused(self, row: Mapping[str, Any], skipped: set[str]) -> list[Question]:
+        """The refused fields of an error row that can be asked again (one value each)."""
+        out = []
+        for path in row.get("error_fields", []):
+            spec = self.ruleset.record.get(path) if path else None
+            if spec is not None and spec.type not in ("list", "object") and path not in skipped:
+                out.append(Question(path, distance=0, required=spec.required, refused=True))
+        return out
 
     def __call__(self, record: Mapping[str, Any], *, skip: Iterable[str] = ()) -> Plan:
         skipped = set(skip)
@@ -172,22 +211,30 @@ class QuestionOrder:
         if missing:
             row = self.screen(record)
             return Plan(row, [Question(path, distance=0, required=True) for path in missing])
+        start = self.screened
         row = self.screen(record)
         if row["decision"] == "error":
-            return Plan(row, [])
-        asked = [path for path in row.get("ask_next", []) if path not in skipped]
-        now = len(row.get("ask_next", []))
+            return Plan(row, self._refused(row, skipped))
+        size = self.screened - start
         by_field: dict[str, list[str]] = {}
+        unknown: set[str] = set()
         for cid, result in row["criteria"].items():
             if result["status"] in ("unknown", "review"):
                 for path in self.ruleset.criteria[cid].ask:
                     by_field.setdefault(path, []).append(cid)
-        ranked: list[tuple[int, int, Question]] = []
+                    if result["status"] == "unknown":
+                        unknown.add(path)
+        asked = [path for path in row.get("ask_next", []) if path not in skipped
+                 and (get_path(record, path) is None or path in unknown or path not in by_field)]  # rule 5
+        now = len(row.get("ask_next", []))
+        ranked: list[tuple[int, float, Question]] = []
         for index, path in enumerate(asked):
             best = now
             field_spec = spec.get(path)
             if field_spec is not None:
                 for value in probes(field_spec, record):
+                    if self.screened - start + size > PROBE_BUDGET:  # rule 6
+                        break
                     trial = copy.deepcopy(dict(record))
                     set_path(trial, path, value)
                     distance = _distance(self.screen(trial, screener=self._quiet))
@@ -196,8 +243,26 @@ class QuestionOrder:
                         if best == 0:
                             break
             ranked.append((best, index, Question(path, best, tuple(by_field.get(path, ())))))
+        ranked = self._lists_first(ranked, record)
         ranked.sort(key=lambda item: (item[0], item[1]))
         return Plan(row, [q for _, _, q in ranked])
+
+    def _lists_first(self, ranked: list[tuple[int, float, Question]],
+                     record: Mapping[str, Any]) -> list[tuple[int, float, Question]]:
+        """Rule 4 of the module's text: an unanswered list goes just before the first of the fields an
+        open criterion asks with it, with the best of their distances."""
+        out = list(ranked)
+        for i, (best, index, question) in enumerate(ranked):
+            spec = self.ruleset.record.get(question.path)
+            if spec is None or spec.type != "list" or get_path(record, question.path) is not None:
+                continue
+            partners = [(b, x) for b, x, q in ranked if q.path != question.path and set(q.criteria) & set(question.criteria)]
+            if not partners:
+                continue
+            first = min(partners)
+            if (first[0], first[1]) < (best, index):
+                out[i] = (first[0], first[1] - 0.5, Question(question.path, first[0], question.criteria))
+        return out
 
 
 def question_order(record: Mapping[str, Any], ruleset: Ruleset, *, skip: Iterable[str] = (),

@@ -105,6 +105,17 @@ def page_data(ruleset: Ruleset, *, auth: bool) -> dict[str, Any]:
             "randomized": ruleset.consort["eligible"]}
 
 
+def script_json(data: Any) -> str:
+    """JSON to put inside a ``<script>`` element: ``<``, ``>`` and ``&`` as ``\\u003c`` etc., so no
+    text of a pack (``</script>``, ``<!--<script``) can end the element or change how it is parsed
+    (U+2028 and U+2029 too, for older script parsers)."""
+    text = json.dumps(data, ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text
+
+
 def _boxes(ruleset: Ruleset) -> list[str]:
     consort = ruleset.consort
     boxes: list[str] = list(consort.get("categories", []))
@@ -122,12 +133,12 @@ def _environment() -> Environment:
 def mount_form(app: FastAPI, ruleset: Ruleset, log: ScreeningLog, *, auth: bool,
                screener_for: Callable[..., str], lang_of: Callable[..., str]) -> None:
     """Add the form's pages, static files and its two endpoints to the API's app."""
-    from .service import _body, _json, _problem
+    from .service import JSON_TYPES, _body, _json, _media_type, _problem
 
     env = _environment()
     langs = tuple(lang for lang in LANGUAGES if ruleset.speaks(lang))
     fields = form_fields(ruleset, langs)
-    data = json.dumps(page_data(ruleset, auth=auth), ensure_ascii=False).replace("</", "<\\/")
+    data = script_json(page_data(ruleset, auth=auth))
     criteria = [{"id": c.id, "kind": c.kind, "title": {lang: c.title_in(lang) for lang in langs}}
                 for c in ruleset.ordered]
     words = _words(_page_words(), langs)
@@ -150,6 +161,9 @@ def mount_form(app: FastAPI, ruleset: Ruleset, log: ScreeningLog, *, auth: bool,
     @app.post("/form/plan", summary="The decision for a partial record and the questions still open, most decisive "
                                     "first (not logged)")
     async def plan(request: Request, _who: str = Depends(screener_for), lang: str = Depends(lang_of)) -> Response:
+        wrong = _media_type(request, JSON_TYPES)
+        if wrong is not None:
+            return wrong
         body = await _body(request, MAX_FORM_BYTES)
         if isinstance(body, Response):
             return body
@@ -167,6 +181,9 @@ def mount_form(app: FastAPI, ruleset: Ruleset, log: ScreeningLog, *, auth: bool,
 
     @app.post("/form/resume", summary="A candidate's latest record in the screening log, to go on with in the form")
     async def resume(request: Request, _who: str = Depends(screener_for)) -> Response:
+        wrong = _media_type(request, JSON_TYPES)
+        if wrong is not None:
+            return wrong
         body = await _body(request, 4096)
         if isinstance(body, Response):
             return body

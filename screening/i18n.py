@@ -288,6 +288,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "form_start_here": {"en": "Enter the candidate id and the screening start date to begin.",
                         "zh": "请先输入候选人编号和筛选开始日期。"},
     "form_decided": {"en": "Decided: nothing more to ask.", "zh": "已作出决定：无需再问。"},
+    "form_review": {"en": "Nothing more to ask: the investigator decides the criteria in review.",
+                    "zh": "无需再问：处于审核状态的标准由研究者判断。"},
     "form_resumed": {"en": "The candidate's latest record from the screening log is loaded.",
                      "zh": "已载入该候选人在筛选记录中的最新记录。"},
     "form_no_record": {"en": "The screening log keeps no record for this candidate (erased).",
@@ -321,7 +323,34 @@ MESSAGES: dict[str, dict[str, str]] = {
                         "zh": "记录已保存至 {path}；继续请用：nlc-screen interview --resume {path}"},
     "interview_interrupted": {"en": "Interrupted: the answers so far are saved.", "zh": "已中断：已保存目前的回答。"},
     "interview_logged": {"en": "Decision appended to the screening log {log}.", "zh": "决定已记入筛选记录 {log}。"},
+    "interview_unknown": {"en": "Nothing more to ask ({n} question(s) asked): the answers leave the candidate "
+                                "undetermined.",
+                          "zh": "无需再问（已问 {n} 个问题）：根据这些回答，候选人仍无法判定。"},
+    "interview_current": {"en": "    now: {value}", "zh": "    目前：{value}"},
+    "interview_list_adds": {"en": " (entries are added to the list; an entry with the same {fields} is updated)",
+                            "zh": "（条目将加入列表；{fields} 相同的条目将被更新）"},
+    "interview_fix": {"en": "    The record's answer is not accepted ({reason}).",
+                      "zh": "    记录中的回答未被接受（{reason}）。"},
+    "interview_review": {"en": "Nothing more to ask ({n} question(s) asked): the investigator decides the "
+                               "criteria in review.",
+                         "zh": "无需再问（已问 {n} 个问题）：处于审核状态的标准由研究者判断。"},
+    "interview_unreadable": {"en": "{file}: the record cannot be read (fields: {fields}); answer them again "
+                                   "with --resume, or correct the file.",
+                             "zh": "{file}：无法读取该记录（字段：{fields}）；请用 --resume 重新回答，或修改文件。"},
 }
+
+#: The answers the guided interview takes for yes / no and for an empty list, in any of the
+#: languages (an answer is compared lower case; the first of each is the one shown).
+ANSWER_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "yes": {"en": ("yes", "y", "true", "1"), "zh": ("是", "是的")},
+    "no": {"en": ("no", "n", "false", "0"), "zh": ("否", "不", "不是")},
+    "none": {"en": ("none", "no", "[]"), "zh": ("无", "没有")},
+}
+
+
+def answer_words(kind: str) -> frozenset[str]:
+    """Every word :data:`ANSWER_WORDS` accepts for ``kind`` (yes, no, none), whatever the language."""
+    return frozenset(word for words in ANSWER_WORDS[kind].values() for word in words)
 
 
 def message(key: str, lang: str = DEFAULT_LANG, **values: Any) -> str:

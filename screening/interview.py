@@ -8,13 +8,27 @@ rest of the record; a malformed one is asked again with the answer expected. An 
 "not known": the field stays unknown and is not asked again in this interview.
 
 The interview ends when nothing is left to ask (the candidate is excluded, or eligible with
-consent given), when every open question was skipped, or when the answers run out (``ask`` returns
-None: the end of piped input). The record so far is in :attr:`Interview.record` whatever the end,
-so the caller can save it after Ctrl-C too.
+consent given, or what is open waits for the investigator's review), when every open question was
+skipped, or when the answers run out (``ask`` returns None: the end of piped input). The record so
+far is in :attr:`Interview.record` whatever the end, so the caller can save it after Ctrl-C too.
+
+What it never does (review A, findings 2 and 7):
+
+* ask the same question round and round: a field answered in this interview is not asked again,
+  except a list whose answer added to it (a medicine may still need its dates); an answer that
+  changes nothing counts as "not known";
+* lose a list: a question about a field that holds an answer shows it (``now: …``), and a list
+  answer *adds* its entries — an entry with the same required field (a medicine's ``name``) as one
+  already listed updates that one, keeping the fields the answer does not give;
+* call an unreadable record decided: a resumed record the record model refuses asks the refused
+  fields again (an empty answer removes an optional one); one it cannot ask about (a refused list
+  entry, an unknown field) ends the interview with ``ended == "error"`` (the command line exits
+  non-zero naming the file and the fields). An answer that is not UTF-8 text is asked again.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import re
@@ -24,15 +38,12 @@ from typing import Any
 
 from .ask import QuestionOrder, get_path, set_path
 from .fields import FieldSpec
-from .i18n import DEFAULT_LANG
+from .i18n import DEFAULT_LANG, answer_words
 from .i18n import message as msg
 from .output import text_block
 from .protocol import Ruleset
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_YES = {"y", "yes", "true", "是", "是的", "1"}
-_NO = {"n", "no", "false", "否", "不", "不是", "0"}
-_NONE = {"none", "no", "[]", "无", "没有"}
 
 
 class BadAnswer(ValueError):
@@ -43,12 +54,17 @@ def parse_answer(spec: FieldSpec, text: str) -> Any:
     """A typed answer as the field's JSON value.
 
     enum: one of its values (any case) or its number in the list; bool: yes / no (true / false, 是 / 否);
-    int, number; date: YYYY-MM-DD; list: a JSON array, ``none`` for an empty one, or — when its items
-    have one required field — that field's values separated by commas; text: as typed.
+    int, number; date: YYYY-MM-DD; list: a JSON array (or one JSON object: one entry), ``none`` for an
+    empty one, or — when its items have one required field — that field's values separated by commas
+    (or spaces, unless that field is free text); text: as typed.
 
-    :raises BadAnswer: the answer is not of the field's type."""
+    :raises BadAnswer: the answer is not of the field's type (or not UTF-8 text)."""
     text = text.strip()
     kind = spec.type
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes read with surrogateescape
+        raise BadAnswer(kind) from None
     if kind == "enum":
         lowered = text.lower()
         if lowered in spec.values:
@@ -57,9 +73,9 @@ def parse_answer(spec: FieldSpec, text: str) -> Any:
             return spec.values[int(text) - 1]
         raise BadAnswer(kind)
     if kind == "bool":
-        if text.lower() in _YES:
+        if text.lower() in answer_words("yes"):
             return True
-        if text.lower() in _NO:
+        if text.lower() in answer_words("no"):
             return False
         raise BadAnswer(kind)
     if kind == "int":
@@ -83,7 +99,7 @@ def parse_answer(spec: FieldSpec, text: str) -> Any:
         except ValueError:
             raise BadAnswer(kind) from None
     if kind in ("list", "object"):
-        if kind == "list" and text.lower() in _NONE:
+        if kind == "list" and text.lower() in answer_words("none"):
             return []
         if text[:1] in "[{":
             try:
@@ -92,13 +108,17 @@ def parse_answer(spec: FieldSpec, text: str) -> Any:
                 raise BadAnswer(kind) from None
             if isinstance(value, list if kind == "list" else dict):
                 return value
+            if kind == "list" and isinstance(value, dict) and spec.items is not None and spec.items.type == "object":
+                return [value]  # one entry
             raise BadAnswer(kind)
         item = spec.items
         if kind == "list" and item is not None and item.type == "object":
             required = [name for name, f in item.fields.items() if f.required]
             if len(required) == 1:
                 sub = item.fields[required[0]]
-                return [{required[0]: parse_answer(sub, part)} for part in re.split(r"[,，;；\s]+", text) if part]
+                # free text may hold spaces ("furosemide 40 mg"): then only commas and semicolons separate
+                between = r"\s*[,，;；]\s*" if sub.type == "text" else r"[,，;；\s]+"
+                return [{required[0]: parse_answer(sub, part)} for part in re.split(between, text) if part]
         raise BadAnswer(kind)
     return text
 
@@ -111,8 +131,13 @@ class Interview:
     asked: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     row: dict[str, Any] | None = None
-    #: why it ended: ``decided``, ``skipped`` (every open question was skipped) or ``no_more_answers``
+    #: why it ended: ``decided``, ``review`` (what is open waits for the investigator), ``skipped``
+    #: (every open question was skipped), ``unknown`` (answered, and the answers leave it open),
+    #: ``no_more_answers``, or ``error`` (a record that cannot be
+    #: read, with fields that cannot be asked again)
     ended: str = ""
+    #: fields answered in this interview, not asked again (a list is, while its answers add to it)
+    settled: list[str] = field(default_factory=list)
 
 
 def question_text(ruleset: Ruleset, path: str, lang: str) -> str:
@@ -138,19 +163,31 @@ def interview(ruleset: Ruleset, *, ask: Callable[[str], str | None], say: Callab
     if record is not None and state is not None:
         done.record = dict(record)
     while True:
-        plan = order(done.record, skip=done.skipped)
+        plan = order(done.record, skip=[*done.skipped, *done.settled])
         question = plan.next
         if question is None:
             done.row = plan.row
-            done.ended = "skipped" if plan.row.get("ask_next") else "decided"
+            open_fields = plan.row.get("ask_next") or []
+            done.ended = ("error" if plan.row["decision"] == "error" else "decided" if not open_fields
+                          else "skipped" if set(open_fields) & set(done.skipped)
+                          else "unknown" if set(open_fields) & set(done.settled) else "review")
             break
         path = question.path
         spec = ruleset.record.get(path)
         assert spec is not None
         answer_format = ruleset.record.answer_format(path, lang) or ""
         number = len(done.asked) + 1
+        key = _entry_key(spec)
+        adds = spec.type == "list" and bool(get_path(done.record, path))
         say(msg("interview_question", lang, n=number, question=question_text(ruleset, path, lang), path=path,
-                format=answer_format) + ("" if question.required else msg("interview_skip", lang)))
+                format=answer_format) + ("" if question.required and not question.refused
+                                         else msg("interview_skip", lang))
+            + (msg("interview_list_adds", lang, fields=", ".join(key) or "value") if adds else ""))
+        current = get_path(done.record, path)
+        if question.refused:
+            say(msg("interview_fix", lang, reason=_field_part(str(plan.row.get("error", "")), path)))
+        elif current is not None:
+            say(msg("interview_current", lang, value=json.dumps(current, ensure_ascii=False)))
         done.asked.append(path)
         while True:
             text = ask("> ")
@@ -159,9 +196,11 @@ def interview(ruleset: Ruleset, *, ask: Callable[[str], str | None], say: Callab
                 done.ended = "no_more_answers"
                 return done
             if not text.strip():
-                if question.required:
+                if question.required and (not question.refused or spec.required):
                     say(msg("interview_required", lang, format=answer_format))
                     continue
+                if question.refused:  # not known: the refused answer goes
+                    set_path(done.record, path, None)
                 done.skipped.append(path)
                 break
             try:
@@ -169,7 +208,12 @@ def interview(ruleset: Ruleset, *, ask: Callable[[str], str | None], say: Callab
             except BadAnswer:
                 say(msg("interview_again", lang, format=answer_format))
                 continue
-            previous = get_path(done.record, path)
+            previous = copy.deepcopy(get_path(done.record, path))
+            if spec.type == "list" and isinstance(previous, list) and isinstance(value, list):
+                value = _add_entries(previous, value, key)
+            if value == previous:  # nothing new: as "not known"
+                done.skipped.append(path)
+                break
             set_path(done.record, path, value)
             check = order.screen(done.record)
             problem = [f for f in check.get("error_fields", []) if f == path or f.startswith(path + ".")
@@ -179,8 +223,34 @@ def interview(ruleset: Ruleset, *, ask: Callable[[str], str | None], say: Callab
                 reason = str(check.get("error", ""))
                 say(msg("interview_refused", lang, reason=_field_part(reason, path), format=answer_format))
                 continue
+            if spec.type != "list":
+                done.settled.append(path)
             break
     return done
+
+
+def _entry_key(spec: FieldSpec) -> list[str]:
+    """The required fields of a list's object entries (what tells an entry apart), else none."""
+    item = spec.items
+    if spec.type != "list" or item is None or item.type != "object":
+        return []
+    return [name for name, f in item.fields.items() if f.required]
+
+
+def _add_entries(listed: list[Any], given: list[Any], key: list[str]) -> list[Any]:
+    """``listed`` with ``given`` added: an object entry with the same ``key`` fields as a listed one
+    updates it (its other fields kept), a value already listed is not repeated."""
+    out = copy.deepcopy(listed)
+    for entry in given:
+        if isinstance(entry, dict) and key:
+            same = next((old for old in out if isinstance(old, dict)
+                         and all(old.get(k) == entry.get(k) for k in key)), None)
+            if same is not None:
+                same.update(entry)
+                continue
+        if entry not in out:
+            out.append(entry)
+    return out
 
 
 def _field_part(error: str, path: str) -> str:

@@ -22,7 +22,7 @@ BUNDLE = {"Content-Type": "application/fhir+json"}
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[tuple[TestClient, ScreeningLog]]:
     with ScreeningLog(f"sqlite:///{tmp_path / 'log.sqlite3'}") as log, \
-            TestClient(create_app(log=log, tokens={})) as c:
+            TestClient(create_app(log=log, tokens={}), base_url="http://localhost") as c:
         yield c, log
 
 

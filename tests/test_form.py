@@ -21,7 +21,7 @@ TOKEN = "form-test-token-0123456789"
 def _client(tmp_path: Path, rules: str = "paper-2024", tokens: dict[str, str] | None = None,
             url: str | None = None) -> TestClient:
     log = ScreeningLog(url or f"sqlite:///{tmp_path / 'log.sqlite3'}")
-    return TestClient(create_app(rules=rules, log=log, tokens=tokens or {}))
+    return TestClient(create_app(rules=rules, log=log, tokens=tokens or {}), base_url="http://localhost")
 
 
 def _inputs(html: str) -> set[str]:
@@ -75,7 +75,7 @@ def test_plan_reorders_and_does_not_log_save_does(tmp_path: Path) -> None:
     assert plan.status_code == 200
     body = plan.json()
     assert body["decided"] is False and body["questions"][0] == {
-        "path": "birth_date", "distance": 0, "criteria": ["I1"], "required": False}
+        "path": "birth_date", "distance": 0, "criteria": ["I1"], "required": False, "refused": False}
     assert re.search(r"[\u4e00-\u9fff]", body["decision"]["criteria"]["E1"]["reason"])  # reasons in Chinese
     missing = client.post("/form/plan", json={}).json()
     assert [q["path"] for q in missing["questions"]] == ["candidate_id", "screening_start"]

@@ -204,7 +204,7 @@ def test_the_form_in_a_browser(server: tuple[str, ScreeningLog], browser: Any) -
         asked.append(path)
         assert driver.switch_to.active_element.get_attribute("data-path") in (path, None) or asked == [path]
         _answer(driver, path, get_path(truth, path))
-    assert asked == expected and len(asked) == 23
+    assert asked == expected and len(asked) == 24
     # the site is not a question (the decision does not need it): the screener fills it in among the others
     _answer(driver, "site", "Web Clinic")
     verdict = driver.find_element(By.ID, "verdict")
@@ -288,3 +288,37 @@ def test_the_form_in_a_browser(server: tuple[str, ScreeningLog], browser: Any) -
     audit = httpx.get(base + "/audit", headers={"Authorization": f"Bearer {TOKEN}"}).json()["counts"]
     assert (audit["assessed"], audit["randomized"], audit["not_meeting_inclusion"], audit["pending"]) == (3, 1, 1, 1)
     assert [e["screener"] for e in log.history("WEB-ELIG", "Web Clinic")] == ["browser-test"]
+
+
+@pytest.mark.timeout(300)
+def test_resume_and_save_keeps_what_the_form_does_not_show(server: tuple[str, ScreeningLog], browser: Any) -> None:
+    """Review A, finding 6 (/tmp/review-a/t8.py): a FHIR-imported candidate opened in the form and saved
+    again lost its provenance, which the form does not show."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    base, log = server
+    driver = browser
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    bundle = (ROOT / "fixtures" / "fhir" / "handmade" / "parkinson.json").read_bytes()
+    imported = httpx.post(base + "/screen?screening_start=2021-04-01", content=bundle,
+                          headers={**auth, "Content-Type": "application/fhir+json"})
+    assert imported.status_code == 200, imported.text
+    cid = imported.json()["candidate_id"]
+    _row, text = log.latest(cid, None)
+    before = json.loads(text)
+    assert "provenance" in before
+    driver.get(base + "/ui/worklist")
+    driver.execute_script("sessionStorage.setItem('nlc-screen-token', arguments[0]);"
+                          "sessionStorage.setItem('nlc-screen-open', JSON.stringify({candidate_id: arguments[1], "
+                          "site: null}))", TOKEN, cid)
+    driver.get(base + "/")
+    _wait(driver, lambda d: d.find_element(By.ID, "f-candidate_id").get_attribute("value") == cid, "the record")
+    _wait(driver, lambda d: _planned(d) >= 1, "the plan")
+    driver.find_element(By.ID, "save").click()
+    _wait(driver, lambda d: d.find_element(By.ID, "save-status").text.strip() != "", "the save")
+    _wait(driver, lambda d: len(log.history(cid, None)) == 2, "the second entry")
+    _row, text = log.latest(cid, None)
+    after = json.loads(text)
+    assert after == before  # nothing the screener did not change is lost: provenance, entries' own fields

@@ -25,6 +25,8 @@ from .conftest import FIXTURES, ROOT, base_record
 ONE = ROOT / "examples" / "one.json"
 TOKEN = "t0k3n-for-nurse-seven-000"
 SECRET_BIRTH = "1944-02-29"
+#: Every POST body declares a JSON media type (a text/plain one is refused: tests/test_service_guard.py).
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -35,13 +37,13 @@ def log(log_url: str) -> Iterator[ScreeningLog]:
 
 @pytest.fixture
 def client(log: ScreeningLog) -> Iterator[TestClient]:
-    with TestClient(create_app(log=log, tokens={})) as c:
+    with TestClient(create_app(log=log, tokens={}), base_url="http://localhost", headers=JSON) as c:
         yield c
 
 
 @pytest.fixture
 def guarded(log: ScreeningLog) -> Iterator[TestClient]:
-    with TestClient(create_app(log=log, tokens={TOKEN: "nurse-7"})) as c:
+    with TestClient(create_app(log=log, tokens={TOKEN: "nurse-7"}), headers=JSON) as c:
         yield c
 
 
@@ -189,7 +191,7 @@ def test_a_large_batch_screened_by_the_warm_pool_gives_the_same_rows(tmp_path: P
     answers = []
     for workers in (1, 2):
         with ScreeningLog(f"sqlite:///{tmp_path / f'w{workers}.sqlite3'}") as log, \
-                TestClient(create_app(log=log, tokens={}, workers=workers)) as c:
+                TestClient(create_app(log=log, tokens={}, workers=workers), base_url="http://localhost") as c:
             response = c.post("/screen/batch?lang=zh", content=body, headers={"Content-Type": "application/x-ndjson"})
             assert response.status_code == 200
             answers.append(response.json())
@@ -224,7 +226,7 @@ def test_nlc_screen_serve_screens_logs_and_prints_no_record_contents(tmp_path: P
                 time.sleep(0.1)
         record = json.loads(ONE.read_text(encoding="utf-8"))
         record["birth_date"] = SECRET_BIRTH
-        decided = httpx.post(url + "/screen", content=json.dumps(record), timeout=10)
+        decided = httpx.post(url + "/screen", content=json.dumps(record), headers=JSON, timeout=10)
         assert decided.status_code == 200 and decided.json()["candidate_id"] == "CD-0420"
         bad = httpx.post(url + "/screen", json={"candidate_id": "Z9", "screening_start": "2023-02-30",
                                                 "birth_date": SECRET_BIRTH}, timeout=10)

@@ -24,6 +24,9 @@
   let lastPlan = null;
   let planned = 0;
   let pending = null;
+  // the record as opened (resumed from the log): what the form does not show — a FHIR import's
+  // provenance, an entry's own fields — is kept when the record is screened or saved
+  let base = {};
 
   // -- the record, read from and written to the inputs ------------------------------------------
 
@@ -48,6 +51,18 @@
     node[parts[parts.length - 1]] = value;
   }
 
+  function deleteIn(record, path) {  // and the objects it leaves empty
+    const parts = path.split(".");
+    const trail = [record];
+    for (const part of parts.slice(0, -1)) {
+      const node = trail[trail.length - 1][part];
+      if (node === null || typeof node !== "object" || Array.isArray(node)) return;
+      trail.push(node);
+    }
+    delete trail[trail.length - 1][parts[parts.length - 1]];
+    for (let i = trail.length - 1; i > 0 && Object.keys(trail[i]).length === 0; i--) delete trail[i - 1][parts[i - 1]];
+  }
+
   function getIn(record, path) {
     let node = record;
     for (const part of path.split(".")) {
@@ -67,10 +82,11 @@
         if (value !== undefined) entries.push(value);
         continue;
       }
-      const entry = {};
+      const entry = row._base ? structuredClone(row._base) : {};
       for (const input of row.querySelectorAll("[data-name]")) {
         const value = valueOf(input);
         if (value !== undefined) entry[input.dataset.name] = value;
+        else delete entry[input.dataset.name];
       }
       if (Object.keys(entry).length) entries.push(entry);
     }
@@ -78,11 +94,12 @@
   }
 
   function record() {
-    const out = {};
+    const out = structuredClone(base);
     for (const block of blocks) {
       const value = block.dataset.type === "list" ? readList(block)
         : valueOf(block.querySelector("[data-path]"));
       if (value !== undefined) setIn(out, block.dataset.q, value);
+      else deleteIn(out, block.dataset.q);
     }
     return out;
   }
@@ -93,6 +110,7 @@
     list.querySelector("tbody").appendChild(row);
     list.querySelector(".list-state").value = "listed";
     if (entry !== undefined) {
+      if (entry !== null && typeof entry === "object" && !Array.isArray(entry)) row._base = structuredClone(entry);
       for (const input of row.querySelectorAll("[data-name]")) {
         const value = list.hasAttribute("data-scalar") ? entry : entry[input.dataset.name];
         if (value !== undefined && value !== null) input.value = String(value);
@@ -102,6 +120,7 @@
   }
 
   function fill(rec) {
+    base = structuredClone(rec);
     form.reset();
     for (const body of form.querySelectorAll(".list tbody")) body.replaceChildren();
     for (const block of blocks) {
@@ -166,7 +185,7 @@
     }
     if (active && active !== document.activeElement && document.contains(active)) active.focus();
     // the decision and each criterion
-    const missing = plan.questions.some((q) => q.required);
+    const missing = plan.questions.some((q) => q.required && !q.refused);
     showErrors(missing ? null : row);
     if (row.decision === "error") {
       verdict.dataset.decision = "";
@@ -180,7 +199,8 @@
       const strong = document.createElement("strong");
       strong.textContent = NLC.word(row.decision);
       verdict.append(strong, " — " + box + sub);
-      askStatus.textContent = decided ? NLC.word("form_decided") : "";
+      // nothing to ask but still undetermined: what is open waits for the investigator's review
+      askStatus.textContent = !decided ? "" : NLC.word(row.decision === "undetermined" ? "form_review" : "form_decided");
     }
     for (const tr of document.querySelectorAll("#criteria tr[data-cid]")) {
       const result = row.criteria ? row.criteria[tr.dataset.cid] : null;
