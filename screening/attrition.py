@@ -99,19 +99,20 @@ def attrition(counts: ConsortCounts) -> Attrition:
 class AttritionReport:
     """The attrition of all candidates, and of each group when broken down (``--by FIELD``)."""
 
-    total: Attrition
+    #: all candidates; None with ``--by ruleset`` (counts of different sets do not add up)
+    total: Attrition | None
     by: str | None = None
     groups: dict[str, Attrition] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        report: dict[str, Any] = {"total": self.total.to_dict()}
+        report: dict[str, Any] = {"total": self.total.to_dict() if self.total else None}
         if self.by is not None:
             report["by"] = self.by
             report["groups"] = {name: a.to_dict() for name, a in self.groups.items()}
         return report
 
     def text(self, lang: str = DEFAULT_LANG) -> str:
-        parts = [self.total.text(lang)]
+        parts = [self.total.text(lang)] if self.total else []
         for name, group in self.groups.items():
             parts.append(group.text(lang, message("attrition_group", lang, field=self.by, value=name,
                                                   n=group.assessed)))
@@ -120,9 +121,10 @@ class AttritionReport:
     def csv(self) -> str:
         """One row per group and step; the group is ``total`` for all candidates (cells guarded against
         spreadsheet formulas, as ``screen --format csv``)."""
-        rs = self.total.counts.ruleset
         lines = [csv_line(list(CSV_FIELDS))]
-        for name, group in [("total", self.total), *self.groups.items()]:
+        whole = [("total", self.total)] if self.total else []
+        for name, group in [*whole, *self.groups.items()]:
+            rs = group.counts.ruleset
             for number, s in enumerate(group.steps, 1):
                 lines.append(csv_line([name, str(number), s.criterion, rs.criteria[s.criterion].title_in("en"),
                                        str(s.removed), str(s.remaining), str(s.only), str(s.any)]))
@@ -133,5 +135,5 @@ def attrition_report(counts: ConsortCounts, groups: Breakdown | None = None) -> 
     """The attrition of ``counts``, and of each of ``groups``' groups."""
     if groups is None:
         return AttritionReport(attrition(counts))
-    return AttritionReport(attrition(groups.total), groups.field_name,
+    return AttritionReport(attrition(groups.total) if groups.combined else None, groups.field_name,
                            {name: attrition(c) for name, c in groups.groups.items()})

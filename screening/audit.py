@@ -514,15 +514,23 @@ class Breakdown:
     total: ConsortCounts
     groups: dict[str, ConsortCounts]
 
+    @property
+    def combined(self) -> bool:
+        """Whether the groups add up to a total. Not ``--by ruleset``: each set's rows are counted with
+        their own set, and counts of different sets do not add up (``total`` then holds the rows of the
+        set counted with, for the rest of the report)."""
+        return self.field_name != "ruleset"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"by": self.field_name, "total": self.total.flat(),
+        return {"by": self.field_name, "total": self.total.flat() if self.combined else None,
                 "groups": {name: counts.flat() for name, counts in self.groups.items()}}
 
     def text(self, lang: str = DEFAULT_LANG) -> str:
         rs = self.total.ruleset
         names = list(self.groups)
         width = min(24, max([8] + [len(n) for n in names]))
-        head = pad(message("audit_by", lang, field=self.field_name), 52) + f"{'total':>8}" + \
+        total = self.combined
+        head = pad(message("audit_by", lang, field=self.field_name), 52) + (f"{'total':>8}" if total else "") + \
             "".join(f"  {clip(n, width):>{width}}" for n in names)
         out = [head]
         flat = self.total.flat()
@@ -531,7 +539,7 @@ class Breakdown:
                 message({"assessed": "audit_assessed", "excluded": "audit_excluded",
                          "errors": "audit_errors"}[box], lang)
             prefix = "  " if "." in box else ""
-            out.append(pad(clip(prefix + shown, 50), 52) + f"{value:>8}" +
+            out.append(pad(clip(prefix + shown, 50), 52) + (f"{value:>8}" if total else "") +
                        "".join(f"  {self.groups[n].flat().get(box, 0):>{width}}" for n in names))
         return "\n".join(visible(line) for line in out) + "\n"
 

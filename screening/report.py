@@ -19,7 +19,7 @@ from typing import Any
 
 import jinja2
 
-from .attrition import AttritionReport
+from .attrition import AttritionReport, attrition
 from .audit import AuditResult, Breakdown, PendingList
 from .diagram import render_diagram
 from .errors import ReportError
@@ -91,9 +91,9 @@ def _groups(groups: Breakdown, lang: str) -> dict[str, Any]:
                              "errors": "audit_errors"}[box], lang)
         else:
             label = rs.label(box.split(".")[-1], lang)
-        rows.append({"label": label, "depth": 1 if "." in box else 0, "total": value,
+        rows.append({"label": label, "depth": 1 if "." in box else 0, "total": value if groups.combined else None,
                      "values": [groups.groups[n].flat().get(box, 0) for n in names]})
-    return {"field": groups.field_name, "names": names, "rows": rows}
+    return {"field": groups.field_name, "names": names, "rows": rows, "combined": groups.combined}
 
 
 def _pending(waiting: PendingList, lang: str) -> dict[str, Any]:
@@ -120,7 +120,7 @@ def html_report(result: AuditResult, *, groups: Breakdown, losses: AttritionRepo
     problems = counts.arithmetic()
     steps = [{"n": i, "id": s.criterion, "title": rs.criteria[s.criterion].title_in(lang), "removed": s.removed,
               "remaining": s.remaining, "only": s.only, "any": s.any}
-             for i, s in enumerate(losses.total.steps, 1)]
+             for i, s in enumerate((losses.total or attrition(result.counts)).steps, 1)]
     by_group = [{"name": name, "assessed": a.assessed, "remaining": [s.remaining for s in a.steps]}
                 for name, a in losses.groups.items()]
 
@@ -138,7 +138,7 @@ def html_report(result: AuditResult, *, groups: Breakdown, losses: AttritionRepo
         refused=[p for p in problems if "criteria set" in p], problems=problems,
         diagram=_svg(result, lang), boxes=_boxes(result, lang), criteria=_criteria(result, lang),
         expected=result.expected, diffs=result.diffs, groups=_groups(groups, lang),
-        steps=steps, by_group=by_group, attrition_check=losses.total.check, pending=_pending(waiting, lang),
+        steps=steps, by_group=by_group, attrition_check=(losses.total or attrition(result.counts)).check, pending=_pending(waiting, lang),
         note=rs.translations.get(lang) if lang != DEFAULT_LANG else None,
     )
 

@@ -144,3 +144,24 @@ def test_a_row_whose_box_is_not_its_first_failing_criterion_is_flagged(decisions
 def test_csv_needs_attrition(decisions: Path) -> None:
     result = CliRunner().invoke(cli.main, ["audit", str(decisions), "--format", "csv"])
     assert result.exit_code == 2 and "use it with --attrition" in result.output
+
+
+def test_by_ruleset_shows_no_total_because_counts_of_two_sets_do_not_add_up(decisions: Path, tmp_path: Path) -> None:
+    other = tmp_path / "registry.jsonl"
+    assert CliRunner().invoke(cli.main, ["screen", FIGURE1, "--rules", "registry-2023", "--format", "jsonl",
+                                         "-o", str(other)]).exit_code == 0
+    rows = decisions.read_text(encoding="utf-8").splitlines()[:150]
+    renamed = [line.replace('"candidate_id":"', '"candidate_id":"R-', 1)
+               for line in other.read_text(encoding="utf-8").splitlines()[-160:]]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join(rows + renamed) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli.main, ["audit", str(mixed), "--by", "ruleset", "--attrition", "--format", "json"])
+    report = json.loads(result.stdout)
+    assert report["breakdown"]["total"] is None and report["attrition"]["total"] is None
+    groups = report["attrition"]["groups"]
+    assert sorted(g["assessed"] for g in groups.values()) == [150, 160]
+    text = CliRunner().invoke(cli.main, ["audit", str(mixed), "--by", "ruleset", "--attrition"]).stdout
+    assert "total" not in text.splitlines()[0] and "Attrition in precedence order" not in text
+    table = list(csv.DictReader(io.StringIO(CliRunner().invoke(
+        cli.main, ["audit", str(mixed), "--by", "ruleset", "--attrition", "--format", "csv"]).stdout)))
+    assert len(table) == 2 * 19 and "total" not in {row["group"] for row in table}
