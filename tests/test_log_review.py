@@ -193,3 +193,30 @@ def test_verify_names_a_row_whose_error_fields_are_not_a_list(tmp_path: Path) ->
     assert done.exit_code == 1
     assert done.exception is None or isinstance(done.exception, SystemExit)
     assert "rows.jsonl row 1: 'error_fields' must be a list" in done.output
+
+
+# -- 4. diff-rules --log lists erased candidates apart, not as unreadable ----------------------------
+
+def test_diff_rules_log_lists_erased_candidates_apart_and_says_how_its_counts_relate_to_audit(
+        log_url: str, tmp_path: Path) -> None:
+    records = [json.loads(line) for line in FIGURE1.read_text(encoding="utf-8").splitlines()[:40]]
+    _screen(log_url, tmp_path, *records)
+    erased = records[:3]
+    for record in erased:
+        done = _run("log", "erase", "--site", record.get("site") or "", "--candidate", record["candidate_id"],
+                    "--reason", "withdrawn", "--log", log_url)
+        assert done.exit_code == 0, done.output
+    assessed = _assessed(log_url)
+    done = _run("diff-rules", "paper-2024", "registry-2023", "--log", log_url, "--format", "json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["candidates"]["unreadable"] == 0 and report["unreadable"] == []
+    assert report["candidates"]["erased"] == 3
+    assert [e["candidate_id"] for e in report["erased"]] == [r["candidate_id"] for r in erased]
+    old = {c["box"]: c["old"] for c in report["counts"]}
+    assert old["assessed"] + 3 == assessed and old["errors"] == 0
+    assert "erased from the screening log" in done.stderr
+    text_report = _run("diff-rules", "paper-2024", "registry-2023", "--log", log_url)
+    assert text_report.exit_code == 0
+    assert "3 candidate(s) erased from the screening log" in text_report.stdout
+    assert "listed once, not as changes" not in text_report.stdout  # no list of unreadable records
