@@ -300,9 +300,14 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
     log = _open_log(log_url) if log_url is not None else None
     if resume:
         writer_options = {"csv_formula_guard": csv_formula_guard, "brief": brief, "lang": lang}
+        from screening.log import tool_version
+
+        # the nlc-screen version shapes the rows; the screener is kept on every log entry of the batch
         settings = {"format": fmt, "rules": ruleset.stamp, "pack": ruleset.pack, "include_record": include_record,
                     "compare_with": other.stamp if other else None, "check_duplicates": check_duplicates,
-                    "input_format": input_format, "log": log.shown if log else None, **writer_options}
+                    "input_format": input_format, "log": log.shown if log else None,
+                    "screener": _screener(screener) if log else None, "nlc_screen_version": tool_version(),
+                    **writer_options}
         result = _screen_resumable(source, output, ruleset, fmt, settings, log=log, screener=screener, show=show,
                                    workers=workers, include_record=include_record, compare_with=other,
                                    check_duplicates=check_duplicates, input_format=input_format,
