@@ -300,9 +300,14 @@ def screen(source: str, rules_spec: str, fmt: str, input_format: str | None, out
     log = _open_log(log_url) if log_url is not None else None
     if resume:
         writer_options = {"csv_formula_guard": csv_formula_guard, "brief": brief, "lang": lang}
+        from screening.log import tool_version
+
+        # the nlc-screen version shapes the rows; the screener is kept on every log entry of the batch
         settings = {"format": fmt, "rules": ruleset.stamp, "pack": ruleset.pack, "include_record": include_record,
                     "compare_with": other.stamp if other else None, "check_duplicates": check_duplicates,
-                    "input_format": input_format, "log": log.shown if log else None, **writer_options}
+                    "input_format": input_format, "log": log.shown if log else None,
+                    "screener": _screener(screener) if log else None, "nlc_screen_version": tool_version(),
+                    **writer_options}
         result = _screen_resumable(source, output, ruleset, fmt, settings, log=log, screener=screener, show=show,
                                    workers=workers, include_record=include_record, compare_with=other,
                                    check_duplicates=check_duplicates, input_format=input_format,
@@ -957,10 +962,42 @@ def log_erase(site: str | None, candidate_id: str, reason: str, log_url: str | N
         click.echo(visible(f"Candidate {who}: the records of its {erasure.entries} entr"
                            f"{'y' if erasure.entries == 1 else 'ies'} were erased already; this request is kept as "
                            f"erasure {erasure.erasure_id} too."), err=True)
-        return
-    click.echo(visible(f"Erased candidate {who}: {erasure.records} input record(s) cleared from "
-                       f"{erasure.entries} entr{'y' if erasure.entries == 1 else 'ies'} of {log.shown}; decisions and "
-                       f"counts kept (erasure {erasure.erasure_id}, by {erasure.erased_by})."), err=True)
+    else:
+        click.echo(visible(f"Erased candidate {who}: {erasure.records} input record(s) cleared from "
+                           f"{erasure.entries} entr{'y' if erasure.entries == 1 else 'ies'} of {log.shown}; decisions "
+                           f"and counts kept (erasure {erasure.erasure_id}, by {erasure.erased_by})."), err=True)
+    if not erasure.purged:
+        _purge_failed(log)
+
+
+def _purge_failed(log: Any) -> None:
+    """Say that the cleared values are still in the SQLite log's files, and exit 1."""
+    raise Failure(visible(
+        f"NOT PURGED: another process is reading the screening log {log.shown}, so SQLite could not write its "
+        "WAL back into the file: the cleared values are still in the log's files (FILE and FILE-wal) until it can. "
+        "Close every other process that has the log open (nlc-screen serve, sqlite3, a backup) and run "
+        f"`nlc-screen log purge --log {log.shown}`."))
+
+
+@log_group.command("purge")
+@log_option("The screening log to purge.")
+def log_purge(log_url: str | None) -> None:
+    """Finish an erasure's purge: write a SQLite log's WAL back into its file and empty it, so that no
+    value an erasure cleared remains in the log's files (`log erase` does it at its end; it cannot while
+    another process reads the log). Exit 1 when it still cannot. PostgreSQL: see docs/log.md (VACUUM).
+    """
+    log = _open_log(log_url or DEFAULT_LOG)
+    try:
+        done = log.purge()
+    except screening.ScreeningError as exc:
+        raise _failure(exc) from None
+    if not done:
+        _purge_failed(log)
+    if log.backend == "sqlite":
+        click.echo(visible(f"Purged {log.shown}: no value an erasure cleared remains in its files."), err=True)
+    else:
+        click.echo(visible(f"{log.shown} is PostgreSQL: old row versions go with VACUUM (`VACUUM FULL entries, "
+                           "records;` at once; docs/log.md)."), err=True)
 
 
 def _list_packs(fmt: str) -> None:

@@ -39,7 +39,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import orjson
@@ -68,6 +68,20 @@ class Given:
 
     position: str
     row: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Erased:
+    """A candidate of a screening log whose input record was erased (``nlc-screen log erase``): it
+    cannot be screened again; reported apart, never as unreadable, and not counted (see
+    :class:`AmendmentImpact`). ``row`` is the decision row as the erasure kept it."""
+
+    position: str
+    row: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidate_id": self.row.get("candidate_id"), "site": self.row.get("site"), "position": self.position,
+                "logged": _outcome(self.row).to_dict()}
 
 
 class Outcome(NamedTuple):
@@ -263,19 +277,22 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def log_items(log: ScreeningLog, *, site: str | None = None) -> Iterator[Item | Given]:
+def log_items(log: ScreeningLog, *, site: str | None = None) -> Iterator[Item | Given | Erased]:
     """The current input record of every candidate in a screening log (``record N``, in the log's
-    order). An entry logged as an ``error`` row whose text was not kept stays that error; a record
-    erased from the log is an error item saying so."""
+    order). An entry logged as an ``error`` row whose text was not kept stays that error; a candidate
+    whose record was erased (``log erase``) is :class:`Erased`; a record missing otherwise is an error
+    item saying so."""
     for number, (row, body) in enumerate(log.current_records(site=site), 1):
         position = f"record {number}"
         if body is not None:
             yield Item(position, body)
+        elif row.get("erased") is True and row.get("decision") != "error":
+            yield Erased(position, row)
         elif row.get("decision") == "error":
             yield Given(position, row)
         else:
             yield Item(position, error=CandidateRecordError(
-                [FieldProblem("", "its input record is no longer in the screening log (erased)")],
+                [FieldProblem("", "its input record is not in the screening log")],
                 position=position, candidate_id=_text(row.get("candidate_id")), site=_text(row.get("site"))))
 
 
@@ -351,6 +368,9 @@ class AmendmentImpact:
     #: where reading stopped, when part of the input could not be read
     unread: str | None = None
     source: str = ""
+    #: candidates of a screening log whose record was erased: not screened again, not in any count
+    #: here (``audit --log`` counts them in their logged boxes: its counts are the old counts plus theirs)
+    erased: list[Erased] = field(default_factory=list)
 
     @property
     def candidates(self) -> int:
@@ -433,9 +453,13 @@ class AmendmentImpact:
         problems = self.arithmetic()
         if problems:
             return "The counts do not add up: " + "; ".join(problems)
+        notes = []
         if self.unreadable:
-            return f"{len(self.unreadable)} record(s) could not be read; they are listed once, not as changes."
-        return None
+            notes.append(f"{len(self.unreadable)} record(s) could not be read; they are listed once, not as changes.")
+        if self.erased:
+            notes.append(f"{len(self.erased)} candidate(s) erased from the screening log: not screened again, not "
+                         "counted here (audit --log counts them in their logged boxes).")
+        return " ".join(notes) or None
 
     # -- reports --------------------------------------------------------------------------------------
 
@@ -445,9 +469,11 @@ class AmendmentImpact:
             "old": self.old.stamp, "new": self.new.stamp, "pack": self.new.pack or self.old.pack or None,
             "candidates": {"rows_read": self.old_counts.rows, "superseded": self.old_counts.superseded,
                            "re_screened": self.candidates, "changed": len(self.changes),
-                           "unreadable": len(self.unreadable), "same_box_other_primary": self.other_primary},
+                           "unreadable": len(self.unreadable), "same_box_other_primary": self.other_primary,
+                           "erased": len(self.erased)},
             "changes": [c.to_dict() for c in self.changes],
             "unreadable": [u.to_dict() for u in self.unreadable],
+            "erased": [e.to_dict() for e in self.erased],
             "transitions": [{"from": was, "to": now, "candidates": n}
                             for (was, now), n in self._ordered_transitions()],
             "counts": [c.to_dict() for c in self.box_changes()],
@@ -506,6 +532,8 @@ class AmendmentImpact:
         out = [say("diff_title", old=names[0], new=names[1], pack=self.new.pack or self.old.pack or "-")]
         out.append(say("diff_read", n=self.candidates, source=self.source or "-", rows=self.old_counts.rows,
                        superseded=self.old_counts.superseded, errors=len(self.unreadable)))
+        if self.erased:
+            out.append(say("diff_erased", n=len(self.erased)))
         out.append("")
         out.append(say("diff_changed", n=len(self.changes)))
         for c in self.changes:
@@ -586,7 +614,7 @@ class _Seen(NamedTuple):
     other_primary: bool
 
 
-def compare(items: Iterable[Item | Given], old: Ruleset, new: Ruleset, *, lang: str = DEFAULT_LANG,
+def compare(items: Iterable[Item | Given | Erased], old: Ruleset, new: Ruleset, *, lang: str = DEFAULT_LANG,
             source: str = "", old_evaluator: Evaluator | None = None,
             new_evaluator: Evaluator | None = None) -> AmendmentImpact:
     """Screen every item under ``old`` and ``new`` and compare (see the module docstring).
@@ -609,8 +637,12 @@ def compare(items: Iterable[Item | Given], old: Ruleset, new: Ruleset, *, lang: 
     sites: dict[str, str] = {}
     shared: dict[_Seen, _Seen] = {}
     other_primary = 0
+    erased: list[Erased] = []
     try:
         for item in items:
+            if isinstance(item, Erased):  # nothing to screen: listed apart, in no count
+                erased.append(item)
+                continue
             if isinstance(item, Given):
                 old_row = _error_copy(item.row, old)
                 new_row = _error_copy(item.row, new)
@@ -671,7 +703,7 @@ def compare(items: Iterable[Item | Given], old: Ruleset, new: Ruleset, *, lang: 
     transitions.update(loose)
     return AmendmentImpact(old, new, old_counts, new_counts, list(changes.values()),
                            list(unreadable.values()) + loose_unreadable, transitions, other_primary,
-                           getattr(items, "unread", None), source)
+                           getattr(items, "unread", None), source, erased)
 
 
 def _error_copy(row: dict[str, Any], ruleset: Ruleset) -> dict[str, Any]:
@@ -680,5 +712,5 @@ def _error_copy(row: dict[str, Any], ruleset: Ruleset) -> dict[str, Any]:
                      fields=[str(f) for f in row.get("error_fields") or []], ruleset=ruleset)
 
 
-__all__ = ["AmendmentImpact", "BoxChange", "Change", "CriterionChange", "Given", "Outcome", "Unreadable",
+__all__ = ["AmendmentImpact", "BoxChange", "Change", "CriterionChange", "Erased", "Given", "Outcome", "Unreadable",
            "check_comparable", "compare", "from_decision_row", "log_items", "record_items"]

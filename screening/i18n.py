@@ -230,6 +230,11 @@ MESSAGES: dict[str, dict[str, str]] = {
                             "zh": "新方框由 {id} {title} 决定（两版标准下状态相同）"},
     "diff_other_primary": {"en": "{n} more candidate(s) stayed in their box, now put there by another criterion",
                            "zh": "另有 {n} 名候选人仍在原方框，但改由另一项标准决定"},
+    "diff_erased": {"en": "{n} candidate(s) erased from the screening log (`log erase`): not screened again and not in "
+                          "the counts below; `audit --log` counts them in their logged boxes, so (when OLD is the set "
+                          "they were screened with) its counts are the old counts here plus theirs",
+                    "zh": "{n} 名候选人的记录已从筛选日志中删除（`log erase`）：未重新筛选，不计入下面的计数；"
+                          "`audit --log` 按其记录的类别计数，因此（当旧标准就是筛选它们时所用的标准时）其计数等于此处旧标准的计数加上这些候选人"},
     "diff_unreadable": {"en": "Records that could not be read ({n}; listed once, not as changes):",
                         "zh": "无法读取的记录（{n} 条；只列一次，不算作变化）："},
     "diff_error_box": {"en": "Could not be read", "zh": "无法读取"},

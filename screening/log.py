@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import queue
 import re
@@ -71,6 +72,8 @@ BUSY_TIMEOUT_S = 60
 #: Entries written per transaction by :meth:`ScreeningLog.batch` (a crash loses at most the last ones
 #: not yet written; an HTTP batch is one transaction whatever its size).
 COMMIT_EVERY = 500
+#: Seconds an erasure waits for other processes reading a SQLite log before it gives up purging the WAL.
+PURGE_WAIT_S = 10.0
 
 metadata_ = MetaData()
 
@@ -357,7 +360,9 @@ class ScreeningLog:
         return int(self._scalars(select(func.count()).select_from(entries))[0])
 
     def export(self, write: Callable[[str], object]) -> int:
-        """Every entry as one JSON line (:data:`EXPORT_FIELDS`) given to ``write``, oldest first; how many."""
+        """Every entry as one JSON line (:data:`EXPORT_FIELDS`) given to ``write``, oldest first; how many.
+        A tombstone is on the entries whose records it cleared (``erasure``); one that cleared none (a
+        request repeated) follows them as a line of its own, ``{"tombstone": {…, "site", "candidate_id"}}``."""
         query = (select(*(entries.c[name] for name in EXPORT_FIELDS if name not in ("record", "erasure")),
                         records.c.body, erasures.c.erasure_id, erasures.c.erased_at.label("erasure_at"),
                         erasures.c.erased_by, erasures.c.reason, erasures.c.entries.label("erasure_entries"))
@@ -377,6 +382,15 @@ class ScreeningLog:
                     "reason": r["reason"], "entries": r["erasure_entries"]}
                 write(orjson.dumps(line).decode() + "\n")
                 written += 1
+            # a tombstone that cleared no record (a repeated request) is on no entry: a line of its own
+            unnamed = (select(erasures).where(~select(records.c.id).where(records.c.erasure_id == erasures.c.erasure_id)
+                                             .exists())
+                       .order_by(erasures.c.erased_at, erasures.c.erasure_id))
+            for r in conn.execute(unnamed).mappings():
+                write(orjson.dumps({"tombstone": {
+                    "erasure_id": r["erasure_id"], "site": r["site"], "candidate_id": r["candidate_id"],
+                    "erased_at": _iso(r["erased_at"]), "erased_by": r["erased_by"], "reason": r["reason"],
+                    "entries": r["entries"]}}).decode() + "\n")
         return written
 
     def erase(self, *, site: str | None, candidate_id: str, reason: str, erased_by: str) -> Erasure:
@@ -410,8 +424,13 @@ class ScreeningLog:
                 erasure.records = _clear(conn, ids, erasure.erasure_id, erasure.erased_at)
         except SQLAlchemyError as exc:
             raise LogError(f"cannot write to the screening log {self.shown}: {_reason(exc)}") from None
-        self._purge()
+        erasure.purged = self._purge()
         return erasure
+
+    def purge(self) -> bool:
+        """Finish the erasures' purge of the log's files (SQLite: write the WAL back and empty it), as
+        :meth:`erase` does at its end; whether it could (see :meth:`_purge`)."""
+        return self._purge()
 
     def erasures(self) -> list[dict[str, Any]]:
         """Every erasure's tombstone, oldest first."""
@@ -420,19 +439,26 @@ class ScreeningLog:
         with self._read() as conn:
             return [dict(r, erased_at=_iso(r["erased_at"])) for r in conn.execute(query).mappings()]
 
-    def _purge(self) -> None:
+    def _purge(self) -> bool:
         """After an erasure: SQLite copies the write-ahead log into the file and empties it (the cleared
-        values were overwritten with zeros there: ``secure_delete``). PostgreSQL keeps old row versions
-        until VACUUM (docs/log.md)."""
+        values were overwritten with zeros there: ``secure_delete``); whether it could (another process
+        reading the log blocks it: until the next complete checkpoint the old pages stay in the file and
+        the new ones in ``FILE-wal``). PostgreSQL keeps old row versions until VACUUM (docs/log.md): True."""
         if self.backend != "sqlite":
-            return
+            return True
         raw = self.engine.raw_connection()
         try:
-            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except Exception:  # noqa: BLE001 - another reader holds the WAL: it is emptied at the next checkpoint
-            pass
+            cursor = raw.cursor()
+            cursor.execute(f"PRAGMA busy_timeout={int(PURGE_WAIT_S * 1000)}")
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            found = cursor.fetchone()
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        except Exception:  # noqa: BLE001 - the checkpoint could not run: the values may still be in the files
+            return False
         finally:
             raw.close()
+        # (busy, frames in the WAL, frames checkpointed): busy 0 and a WAL emptied (-1: not in WAL mode)
+        return found is not None and found[0] == 0 and found[1] in (0, -1)
 
     def batch_progress(self, batch_id: str) -> tuple[int, str | None]:
         """How many entries batch ``batch_id`` has in the log, and the input position of its last (None
@@ -463,15 +489,25 @@ class ScreeningLog:
 
     def import_(self, lines: Iterable[bytes], *, name: str = "input") -> tuple[int, int]:
         """Entries exported from another log, in one transaction; (added, already there). An entry
-        already in this log (its ``entry_id``) is skipped, so importing twice adds nothing."""
+        already in this log (its ``entry_id``) is skipped, so importing twice adds nothing; every
+        tombstone is kept (once), and applied to the entries it cleared there.
+
+        :raises LogError: a line is not what an export writes (naming it and the field), or the log
+            cannot be written (naming the line); nothing is imported."""
         added = skipped = 0
+        where = name
         try:
             with self.engine.begin() as conn:
                 seen_batches: set[str] = set()
                 for number, raw in enumerate(lines, 1):
                     if not raw.strip():
                         continue
-                    item = _export_line(raw, f"{name} line {number}")
+                    where = f"{name} line {number}"
+                    item = _export_line(raw, where)
+                    if "tombstone" in item:  # an erasure that cleared no record there
+                        lone = item["tombstone"]
+                        _keep_tombstone(conn, lone, _identity_of(lone["site"] or "", lone["candidate_id"]), lone)
+                        continue
                     exists = conn.execute(select(entries.c.id).where(entries.c.entry_id == item["entry_id"])).first()
                     if exists:
                         tombstone = item.get("erasure")
@@ -491,6 +527,7 @@ class ScreeningLog:
                                 batch_id=item["batch_id"], started_at=item["screened_at"], screener=item["screener"],
                                 source=f"imported from {name}"[:300], tool_version=item["tool_version"]))
                     values = {k: item[k] for k in EXPORT_FIELDS if k not in ("record", "row", "erasure")}
+                    values["site"] = values["site"] or ""
                     identity = (_identity_of(item["site"] or "", item["candidate_id"])
                                 if DuplicateCheck.counts(item["row"]) else f"entry:{item['entry_id']}")
                     conn.execute(insert(entries).values(**values, identity=identity,
@@ -505,7 +542,8 @@ class ScreeningLog:
                         erasure_id=tombstone["erasure_id"] if tombstone is not None else None))
                     added += 1
         except SQLAlchemyError as exc:
-            raise LogError(f"cannot write to the screening log {shown_url(self.url or '')}: {_reason(exc)}") from None
+            raise LogError(f"cannot write to the screening log {shown_url(self.url or '')} ({where}): "
+                           f"{_reason(exc)}") from None
         return added, skipped
 
     def _scalars(self, query: Any) -> list[Any]:
@@ -666,6 +704,9 @@ class Erasure:
     #: the candidate's entries, and how many of their records this erasure cleared (the others were already)
     entries: int = 0
     records: int = 0
+    #: whether the cleared values are gone from the log's files (False: SQLite could not write its WAL
+    #: back, another process reading the log; they go at the next complete checkpoint)
+    purged: bool = True
 
 
 def erased_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -700,16 +741,17 @@ def _keep_tombstone(conn: Connection, tombstone: dict[str, Any], identity: str, 
         return
     conn.execute(insert(erasures).values(
         erasure_id=tombstone["erasure_id"], identity=identity, site=item["site"] or "",
-        candidate_id=item["candidate_id"], erased_at=tombstone["erased_at"], erased_by=str(tombstone["erased_by"]),
-        reason=str(tombstone["reason"]), entries=int(tombstone["entries"])))
+        candidate_id=item["candidate_id"], erased_at=tombstone["erased_at"], erased_by=tombstone["erased_by"][:200],
+        reason=tombstone["reason"], entries=tombstone["entries"]))
 
 
 _COMMIT, _ROLLBACK = object(), object()
 
 
 def _identity_of(site: str, candidate_id: str) -> str:
-    """A candidate's identity in the log: its site and id (exactly as written)."""
-    return f"{site}\x1f{candidate_id}"
+    """A candidate's identity in the log: its site and id (exactly as written), as the JSON array
+    ``["site","id"]`` — unambiguous whatever characters either holds (migration 0005 says why)."""
+    return json.dumps([site, candidate_id], ensure_ascii=False, separators=(",", ":"))
 
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]], *,
@@ -759,31 +801,63 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat()
 
 
+#: Export fields that must be text (the others may also be null).
+_TEXT_FIELDS = ("entry_id", "candidate_id", "decision", "category", "pack", "set_name", "set_version", "set_sha256",
+                "tool_version", "screener", "batch_id", "position")
+_NULLABLE_TEXT_FIELDS = ("site", "subcategory", "primary_criterion", "input_sha256", "screening_start", "record")
+_TOMBSTONE_FIELDS = ("erasure_id", "erased_at", "erased_by", "reason", "entries")
+
+
+def _tombstone(tombstone: Any, where: str, name: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A tombstone of an export line, checked and its time parsed. :raises LogError: naming the field."""
+    if not isinstance(tombstone, dict) or set(tombstone) != set(fields):
+        raise LogError(f"{where}: {name!r} is not what an export writes (an object of {', '.join(fields)})")
+    for key in fields:
+        if key == "entries":
+            value = tombstone[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise LogError(f"{where}: '{name}.entries' is not a whole number")
+        elif not isinstance(tombstone[key], str):
+            raise LogError(f"{where}: '{name}.{key}' is not text")
+    try:
+        tombstone["erased_at"] = dt.datetime.fromisoformat(tombstone["erased_at"])
+    except ValueError:
+        raise LogError(f"{where}: '{name}.erased_at' is not a time") from None
+    return tombstone
+
+
 def _export_line(raw: bytes, where: str) -> dict[str, Any]:
+    """One line of an export, checked: an entry, or (``{"tombstone": …}``) an erasure on no entry.
+
+    :raises LogError: naming the line (``where``) and the field, never a value."""
     try:
         item = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise LogError(f"{where}: not JSON ({exc})") from None
+    if isinstance(item, dict) and set(item) == {"tombstone"}:
+        item["tombstone"] = _tombstone(item["tombstone"], where, "tombstone", (*_TOMBSTONE_FIELDS, "site",
+                                                                                 "candidate_id"))
+        return item
     required = set(EXPORT_FIELDS) - set(OPTIONAL_EXPORT_FIELDS)
     if not isinstance(item, dict) or not required <= set(item) <= set(EXPORT_FIELDS):
         missing = sorted(required - set(item)) if isinstance(item, dict) else []
         raise LogError(f"{where}: not an exported log entry (missing: {', '.join(missing) or 'the fields'})")
+    for key in _TEXT_FIELDS:
+        if not isinstance(item[key], str):
+            raise LogError(f"{where}: {key!r} is not text")
+    for key in _NULLABLE_TEXT_FIELDS:
+        if item[key] is not None and not isinstance(item[key], str):
+            raise LogError(f"{where}: {key!r} is neither text nor null")
     tombstone = item.setdefault("erasure", None)
     if tombstone is not None:
-        if not isinstance(tombstone, dict) or set(tombstone) != {"erasure_id", "erased_at", "erased_by", "reason",
-                                                                  "entries"}:
-            raise LogError(f"{where}: 'erasure' is not what an export writes")
-        try:
-            tombstone["erased_at"] = dt.datetime.fromisoformat(str(tombstone["erased_at"]))
-        except ValueError:
-            raise LogError(f"{where}: 'erasure.erased_at' is not a time") from None
+        _tombstone(tombstone, where, "erasure", _TOMBSTONE_FIELDS)
     when = item["screened_at"]
     try:
         item["screened_at"] = dt.datetime.fromisoformat(when) if isinstance(when, str) else None
     except ValueError:
         item["screened_at"] = None
-    if item["screened_at"] is None or not isinstance(item["row"], dict) or not isinstance(item["entry_id"], str):
-        raise LogError(f"{where}: screened_at, row or entry_id is not what an export writes")
+    if item["screened_at"] is None or not isinstance(item["row"], dict):
+        raise LogError(f"{where}: screened_at or row is not what an export writes")
     item["screening_start"] = _date(item["screening_start"])
     return item
 

@@ -30,7 +30,10 @@ Only when the run completes is ``OUT.partial`` renamed to OUT (after an ``fsync`
 directory's), and the journal removed: OUT never exists unless complete. So ``--resume`` with an OUT
 that exists and no journal is refused: that run completed (a run killed after the rename is taken
 as complete), and screening it again would log every record twice. A journal for another
-input or other options is refused (:class:`~screening.errors.ResumeError`), never overwritten.
+input or other options (the nlc-screen version and, with ``--log``, the screener included) is
+refused (:class:`~screening.errors.ResumeError`), never overwritten; so is a journal whose OUT was
+written after its run began (the header keeps what OUT was then: a plain ``-o`` run completed it
+meanwhile, and resuming would screen and log the rest of the old run a second time).
 ``--workers`` may differ between the runs: the output does not depend on it.
 """
 
@@ -200,6 +203,34 @@ def _append_line(path: str, item: dict[str, Any]) -> None:
         raise OutputError(f"cannot write the journal {path}: {_reason(exc)}; run again with --resume") from None
 
 
+def _signature(path: str) -> list[int] | None:
+    """What tells one version of a file from another (device, inode, size, mtime), or None when absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _completed_since(dest: str, journal: str, header: dict[str, Any]) -> str | None:
+    """Why ``dest`` was written after the run of ``journal`` began (None when it was not): it is not
+    the file that was there when the run began (a plain ``-o`` run completed it meanwhile). A journal
+    written before this check: ``dest`` newer than the journal's last commit."""
+    now = _signature(dest)
+    if "output_before" in header:
+        before = header["output_before"]
+        if now is None or now == before:
+            return None
+        return "it did not exist then" if before is None else "it is not the file that was there then"
+    if now is None:
+        return None
+    try:
+        last = os.stat(journal).st_mtime_ns
+    except OSError:
+        return None
+    return "it is newer than the journal's last commit" if now[3] > last else None
+
+
 def _differences(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     return sorted(key for key in set(found) | set(wanted) if found.get(key) != wanted.get(key))
 
@@ -224,7 +255,7 @@ def open_resumable(target: str, *, input_path: str, settings: dict[str, Any],
     dest = os.path.realpath(target)  # a symlink is written through: the partial file beside the file it names
     partial, journal = partial_paths(dest)
     header = {"nlc_screen_resume": JOURNAL_VERSION, "output": os.path.basename(dest),
-              "input": input_fingerprint(input_path), "settings": settings}
+              "input": input_fingerprint(input_path), "settings": settings, "output_before": _signature(dest)}
 
     def matching() -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         """The journal of this run (None when there is none). :raises ResumeError: another run's."""
@@ -268,6 +299,13 @@ def open_resumable(target: str, *, input_path: str, settings: dict[str, Any],
             raise ResumeError(f"another nlc-screen run finished {target} meanwhile; nothing to resume")
         found = matching()  # again, under the lock
         if found is not None:
+            stale = _completed_since(dest, journal, found[0])
+            if stale:
+                os.close(fd)
+                raise ResumeError(f"cannot resume {target}: it was written after the run of {journal} was "
+                                  f"interrupted ({stale}), so another run completed it; resuming would screen "
+                                  f"the rest of that run again (and log it twice). Keep {target}: delete {partial} "
+                                  f"and {journal}; or delete {target} to finish the interrupted run")
             header, commits = found
             size = os.fstat(fd).st_size
             keys = array("Q")

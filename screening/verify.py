@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import EXIT_OK, EXIT_UNREADABLE, ScreeningError
+from .errors import EXIT_OK, EXIT_UNREADABLE, InputFormatError, ScreeningError
 from .io import Item
 from .protocol import PACK_FILE, Pack, Ruleset, display_path, load_pack, load_ruleset, rules_dir
 from .screen import Screener
@@ -41,7 +41,9 @@ def essence(row: Mapping[str, Any]) -> dict[str, Any]:
     """What of a decision row ``verify`` compares (see the module docstring)."""
     out: dict[str, Any] = {key: row.get(key) for key in COMPARED}
     if row.get("decision") == "error":
-        out["error_fields"] = list(row.get("error_fields") or [])
+        fields = row.get("error_fields")
+        # a list of field names as nlc-screen writes it; anything else is compared as it is (a difference)
+        out["error_fields"] = list(fields) if isinstance(fields, list) else ([] if fields is None else fields)
     else:
         out["criteria"] = {cid: (result or {}).get("status") for cid, result in (row.get("criteria") or {}).items()}
     return out
@@ -289,6 +291,9 @@ def verify_rows(stream: IO[bytes], *, name: str = "input", finder: SetFinder | N
 
     verifier = Verifier(name, finder)
     for number, row in enumerate(read_rows(stream, name=name), 1):
+        fields = row.get("error_fields")
+        if fields is not None and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
+            raise InputFormatError(f"{name} row {number}: 'error_fields' must be a list of field names")
         record = row.get("record")
         text = json.dumps(record, ensure_ascii=False) if isinstance(record, dict) else None
         verifier.check(where=f"{name} row {number}", position=f"record {number}", row=row, record=text, pack="",

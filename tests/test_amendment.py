@@ -151,8 +151,8 @@ def test_json_and_csv_reports(tmp_path: Path) -> None:
     assert by_id["NC-0092"]["old_decision"] == "undetermined" and by_id["NC-0092"]["new_decision"] == "excluded"
     assert by_id["NC-0092"]["criteria_changed"] == "E11 unknown>met"
     assert (by_id["NC-0092"]["decided_old"], by_id["NC-0092"]["decided_new"]) == ("E11", "E11")
-    assert set(report) == {"old", "new", "pack", "candidates", "changes", "unreadable", "transitions", "counts",
-                           "arithmetic_problems"}
+    assert set(report) == {"old", "new", "pack", "candidates", "changes", "unreadable", "erased", "transitions",
+                           "counts", "arithmetic_problems"}
     assert report["old"]["name"] == "registry-2023" and report["new"]["name"] == "paper-2024"
 
 
@@ -179,7 +179,7 @@ def test_an_unreadable_record_is_reported_once_not_as_a_change() -> None:
     counts = {c["box"]: c for c in report["counts"]}
     assert (counts["errors"]["old"], counts["errors"]["new"], counts["errors"]["moved_in"]) == (2, 2, 0)
     assert report["candidates"] == {"rows_read": 3, "superseded": 0, "re_screened": 3, "changed": 1,
-                                    "unreadable": 2, "same_box_other_primary": 0}
+                                    "unreadable": 2, "same_box_other_primary": 0, "erased": 0}
     assert "2 record(s) could not be read" in result.stderr
     text_report = _run("registry-2023", "paper-2024", "-", input=text).stdout
     assert "Records that could not be read (2; listed once, not as changes):\n  line 2, candidate A-2: " in text_report

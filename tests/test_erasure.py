@@ -136,7 +136,11 @@ def test_erasing_a_candidate_the_log_does_not_hold_or_without_a_reason_is_refuse
         assert [t["reason"] for t in log.erasures()] == ["asked", "asked again"]
     finally:
         log.close()
-    assert {e["erasure"]["reason"] for e in _export(log_url) if e["candidate_id"] == "ER-1"} == {"asked"}
+    lines = _export(log_url)
+    assert {e["erasure"]["reason"] for e in lines if e.get("candidate_id") == "ER-1"} == {"asked"}
+    # the request that cleared nothing follows the entries as a line of its own
+    assert [(e["tombstone"]["reason"], e["tombstone"]["candidate_id"]) for e in lines if "tombstone" in e] == \
+        [("asked again", "ER-1")]
 
 
 def test_tombstones_travel_with_an_export_and_erase_the_entries_an_import_finds(log_url: str,

@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+import screening.log
 import screening.resume
 from screening.log import ScreeningLog
 
@@ -256,3 +257,50 @@ def test_a_run_killed_after_its_output_was_renamed_is_complete(tmp_path: Path, m
     again = _run("screen", str(FIGURE1), "--format", "jsonl", "-o", str(out), "--resume")
     assert again.exit_code == 0 and "completed by an earlier run" in again.stderr
     assert out.read_bytes() == complete and not journal.exists()
+
+
+def test_resume_refuses_another_screener_or_nlc_screen_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(screening.resume, "COMMIT_ROWS", 100)
+    out, url = tmp_path / "out.jsonl", f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    command = ["screen", str(FIGURE1), "--format", "jsonl", "-o", str(out), "--resume", "--log", url]
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 1)
+        assert _run(*command, "--screener", "nurse-1").exit_code == 130
+    other = _run(*command, "--screener", "nurse-2")  # the batch's entries would name two screeners
+    assert other.exit_code == 1 and "another screener" in other.output
+    with monkeypatch.context() as patch:
+        patch.setattr(screening.log, "tool_version", lambda: "99.0.0")
+        newer = _run(*command, "--screener", "nurse-1")
+        assert newer.exit_code == 1 and "another nlc_screen_version" in newer.output
+    done = _run(*command, "--screener", "nurse-1")
+    assert done.exit_code == 0, done.output
+    log = ScreeningLog(url)
+    try:
+        assert log.count() == 310
+    finally:
+        log.close()
+
+
+def test_a_stale_journal_whose_output_another_run_completed_is_refused(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(screening.resume, "COMMIT_ROWS", 100)
+    out, url = tmp_path / "out.jsonl", f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    command = ["screen", str(FIGURE1), "--format", "jsonl", "-o", str(out), "--log", url]
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 1)
+        assert _run(*command, "--resume").exit_code == 130  # abandoned: 100 rows and their entries kept
+    assert _run(*command).exit_code == 0  # a plain run completes OUT and logs every record
+    complete = out.read_bytes()
+    log = ScreeningLog(url)
+    try:
+        logged = log.count()
+        stale = _run(*command, "--resume")
+        assert stale.exit_code == 1, stale.output
+        assert "another run completed it" in stale.output and "delete" in stale.output
+        assert log.count() == logged  # nothing logged a second time
+        assert out.read_bytes() == complete
+    finally:
+        log.close()
+    Path(f"{out}.partial").unlink()
+    Path(f"{out}.partial.journal").unlink()
+    assert _run(*command, "--resume").exit_code == 1  # complete, no journal: as before
