@@ -33,7 +33,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _machine import describe, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20241028
@@ -53,30 +54,7 @@ def nlc() -> list[str]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    memory = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    return {"uname": " ".join(platform.uname()), "cpu": cpu, "cores": cores, "memory_gb": memory,
-            "python": platform.python_version(),
-            "versions": {name: version(name) for name in ("durable-rules", "dask", "distributed", "pyarrow")}}
+    return describe("durable-rules", "dask", "distributed", "pyarrow")
 
 
 def prepare(folder: Path, n: int, parts: int) -> tuple[Path, Path]:
@@ -216,7 +194,7 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"# Scale-out: Dask ({report['date']})",
         "",
-        f"Machine: `{m['uname']}`; {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; Python {m['python']}; "
+        f"Machine: `{m['uname']}`; {summary(m)}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
         "",
         f"Command: `{report['command']}`",

@@ -29,8 +29,6 @@ import argparse
 import collections
 import datetime as dt
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -39,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _machine import describe, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 D0 = "2021-04-01"
@@ -74,15 +74,7 @@ def child(args: list[str], *, stdout: Any = subprocess.DEVNULL) -> tuple[float, 
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
+    return summary(describe("nlc-screen", "fhir.resources", "ijson"))
 
 
 def blow_up(source: Path, target: Path, times: int) -> int:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -40,6 +39,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _machine import describe, summary  # noqa: E402
 
 import screening  # noqa: E402
 from screening.conditions import PythonEvaluator  # noqa: E402
@@ -61,30 +62,7 @@ TARGETS = {
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    return {"cpu": cpu, "cores": cores, "memory_gb": mem, "python": platform.python_version(),
-            "implementation": platform.python_implementation(), "os": platform.platform(),
-            "durable_rules": version("durable-rules"), "pydantic": version("pydantic")}
+    return describe("durable-rules", "pydantic")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,8 +291,8 @@ def verdicts(r: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
 def table(r: dict[str, Any], sizes: list[int]) -> str:
     m, ip, e2e = r["machine"], r["in_process"], r["end_to_end"]
     lines = [f"nlc-screen benchmark — {r['command']}",
-             f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; Python {m['python']}; "
-             f"durable-rules {m['durable_rules']}; ruleset {r['ruleset']['name']} {r['ruleset']['version']}", "",
+             f"machine: {summary(m)}; "
+             f"durable-rules {m['versions']['durable-rules']}; ruleset {r['ruleset']['name']} {r['ruleset']['version']}", "",
              f"{'measurement':<62} {'records/s':>11} {'time s':>8} {'peak RSS MB':>12}",
              "-" * 96]
 

@@ -35,7 +35,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _machine import describe, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20241028
@@ -58,34 +58,7 @@ TARGETS = {"p99_ms": 20.0, "batch_vs_screen": 0.50}
 
 
 def machine() -> dict[str, Any]:
-    u = os.uname()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    def ver(name: str) -> str:
-        try:
-            return version(name)
-        except Exception:  # noqa: BLE001 - only for the report
-            return "?"
-
-    return {"uname": f"{u.sysname} {u.release} {u.machine}", "cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem,
-            "python": platform.python_version(), "load_1min": round(os.getloadavg()[0], 2), "code": code_version(),
-            "nlc_screen": ver("nlc-screen"), "fastapi": ver("fastapi"), "uvicorn": ver("uvicorn"),
-            "httpx": ver("httpx"), "sqlalchemy": ver("sqlalchemy")}
+    return describe("nlc-screen", "fastapi", "uvicorn", "httpx", "sqlalchemy") | {"code": code_version()}
 
 
 def code_version() -> str:
@@ -343,11 +316,9 @@ def report(r: dict[str, Any]) -> str:
         "# nlc-screen HTTP API benchmark", "",
         f"* command: `{r['command']}`",
         f"* date: {r['date']} (started {r['started']})",
-        f"* machine: {m['uname']}; {m['cpu']}; {m['cores']} cores (os.cpu_count()); {m['memory_gb']} GB; "
-        f"Python {m['python']}; load average (1 min) at the start {m['load_1min']}",
+        f"* machine: {m['uname']}; {summary(m)} (1-minute load average at the start)",
         f"* code: {m['code']}",
-        f"* nlc-screen {m['nlc_screen']}, fastapi {m['fastapi']}, uvicorn {m['uvicorn']}, httpx {m['httpx']}, "
-        f"SQLAlchemy {m['sqlalchemy']}",
+        "* " + ", ".join(f"{name} {v}" for name, v in m["versions"].items()),
         f"* server: `nlc-screen {r['serve']}` (NLC_SCREEN_HOME=<tmp>, no tokens); records: "
         f"`nlc-screen generate --seed {r['seed']}` (default mix)",
         "",
