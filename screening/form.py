@@ -133,7 +133,7 @@ def _environment() -> Environment:
 def mount_form(app: FastAPI, ruleset: Ruleset, log: ScreeningLog, *, auth: bool,
                screener_for: Callable[..., str], lang_of: Callable[..., str]) -> None:
     """Add the form's pages, static files and its two endpoints to the API's app."""
-    from .service import JSON_TYPES, _body, _json, _media_type, _problem
+    from .service import JSON_TYPES, _body, _json, _problem
 
     env = _environment()
     langs = tuple(lang for lang in LANGUAGES if ruleset.speaks(lang))
@@ -161,10 +161,7 @@ def mount_form(app: FastAPI, ruleset: Ruleset, log: ScreeningLog, *, auth: bool,
     @app.post("/form/plan", summary="The decision for a partial record and the questions still open, most decisive "
                                     "first (not logged)")
     async def plan(request: Request, _who: str = Depends(screener_for), lang: str = Depends(lang_of)) -> Response:
-        wrong = _media_type(request, JSON_TYPES)
-        if wrong is not None:
-            return wrong
-        body = await _body(request, MAX_FORM_BYTES)
+        body = await _body(request, MAX_FORM_BYTES, JSON_TYPES)
         if isinstance(body, Response):
             return body
         try:
@@ -181,10 +178,7 @@ def mount_form(app: FastAPI, ruleset: Ruleset, log: ScreeningLog, *, auth: bool,
 
     @app.post("/form/resume", summary="A candidate's latest record in the screening log, to go on with in the form")
     async def resume(request: Request, _who: str = Depends(screener_for)) -> Response:
-        wrong = _media_type(request, JSON_TYPES)
-        if wrong is not None:
-            return wrong
-        body = await _body(request, 4096)
+        body = await _body(request, 4096, JSON_TYPES)
         if isinstance(body, Response):
             return body
         try:

@@ -224,8 +224,13 @@ def _problem(status: int, message: str, fields: list[dict[str, str]] | None = No
     return JSONResponse(body, status_code=status)
 
 
-async def _body(request: Request, limit: int) -> bytes | Response:
-    """The request body, or a 413 response when it is over ``limit`` bytes."""
+async def _body(request: Request, limit: int, accepted: tuple[str, ...] | None = None) -> bytes | Response:
+    """The request body, or a 413 response when it is over ``limit`` bytes (a 415 one when ``accepted``
+    is given and the body's Content-Type is not one of them: :func:`_media_type`)."""
+    if accepted is not None:
+        wrong = _media_type(request, accepted)
+        if wrong is not None:
+            return wrong
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return _problem(413, f"the body is over {limit} bytes")
@@ -334,10 +339,7 @@ def create_app(*, rules: str | None = None, log_url: str | None = None,
               openapi_extra={"requestBody": _BATCH_BODY, "parameters": [_LANG_PARAMETER]}, responses=_ANSWERS)
     async def screen_batch(request: Request, who: str = Depends(screener_for),
                            lang: str = Depends(lang_of)) -> Response:
-        wrong = _media_type(request, BATCH_TYPES)
-        if wrong is not None:
-            return wrong
-        body = await _body(request, MAX_BATCH_BYTES)
+        body = await _body(request, MAX_BATCH_BYTES, BATCH_TYPES)
         if isinstance(body, Response):
             return body
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
