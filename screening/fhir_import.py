@@ -226,7 +226,7 @@ def load_mapping(ruleset: Ruleset) -> Mapping:
         raise fail("must name an enum field of the record", "consent.field")
     consent["study_ids"] = words(consent.get("study_ids"), "consent.study_ids")
     # named exactly: the id as a whole word of a policy's URI or authority, a code or a text (so
-    # "…/NCT05547750" and "NCT05547750 consent" name it, "NCT055477501" does not)
+    # "…/NCT00000001" and "NCT00000001 consent" name the study NCT00000001, "NCT000000012" does not)
     consent["study_pattern"] = re.compile("|".join(
         rf"(?<![0-9A-Za-z]){re.escape(study)}(?![0-9A-Za-z])" for study in sorted(consent["study_ids"])))
     status = mapping(consent.get("status"), "consent.status", {"active", "rejected", "inactive", "draft", "proposed"})
