@@ -17,7 +17,7 @@ Fields whose type gives nothing to probe (free text) keep the current number of 
 distance. Required fields that are missing (``candidate_id``, ``screening_start``) come before
 everything: without them the record cannot be screened.
 
-Three more rules (review A, findings 1 and 2, and the cost of large records):
+Three more rules (found by an outside review: the medicines, repeated questions, the cost of large records):
 
 4. **A list before the fields that complete it.** A list a criterion reads (its entries are free
    text, so a probe cannot show that one entry would exclude) is asked *before* any other field the

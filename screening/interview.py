@@ -12,7 +12,7 @@ consent given, or what is open waits for the investigator's review), when every 
 skipped, or when the answers run out (``ask`` returns None: the end of piped input). The record so
 far is in :attr:`Interview.record` whatever the end, so the caller can save it after Ctrl-C too.
 
-What it never does (review A, findings 2 and 7):
+What it never does:
 
 * ask the same question round and round: a field answered in this interview is not asked again,
   except a list whose answer added to it (a medicine may still need its dates); an answer that
