@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,15 @@ def as_text(record: dict[str, Any]) -> str:
 #: postgresql://nlc@127.0.0.1/nlc_test (`.ci/run` starts one). Without it they run on SQLite only,
 #: and the PostgreSQL cases skip, saying why; under CI (CI=true) a missing server fails the run.
 PG_ENV = "NLC_SCREEN_TEST_PG"
+
+
+def needs_program(*programs: str, package: str, what: str) -> pytest.MarkDecorator:
+    """Skip ``what`` on a machine without any of ``programs`` (system packages, not pip's) — but never
+    under CI (CI=true): .ci/run installs ``package``, and there a missing program fails the cases."""
+    missing = all(shutil.which(program) is None for program in programs)
+    return pytest.mark.skipif(missing and not os.environ.get("CI"), reason=(
+        f"{what} needs {' or '.join(programs)}, a system program not installed on this machine "
+        f"(apt-get install {package}); .ci/run installs it, and under CI a missing program fails these cases"))
 
 
 def _clean_postgres(url: str) -> None:

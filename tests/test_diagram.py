@@ -4,9 +4,7 @@ its numbers those of the audit, for both trials' packs and both languages."""
 from __future__ import annotations
 
 import html
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,13 +12,10 @@ from click.testing import CliRunner
 
 import cli
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, needs_program
 
-#: SVG and PNG are drawn by Graphviz's dot program, a system package. Without it (a developer's machine)
-#: these cases skip; under CI (CI=true, where .ci/run installs graphviz) they run, and a missing dot fails.
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None and not os.environ.get("CI"),
-                               reason="SVG/PNG need Graphviz's dot, not installed here (apt-get install graphviz); "
-                                      "the DOT and Mermaid cases still run, and CI installs dot")
+#: SVG and PNG are drawn by Graphviz's dot program (the DOT and Mermaid cases need nothing)
+needs_dot = needs_program("dot", package="graphviz", what="drawing SVG and PNG")
 
 
 def _decisions(tmp_path: Path, fixture: str, rules: str) -> Path:

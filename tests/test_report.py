@@ -22,18 +22,16 @@ from click.testing import CliRunner
 import cli
 from screening import load_ruleset
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, needs_program
 
 FIGURE1 = str(FIXTURES / "figure1" / "candidates.jsonl")
 ARTIFACTS = Path(os.environ.get("NLC_SCREEN_ARTIFACTS") or Path(__file__).parent / "artifacts")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-#: Graphviz draws the page's diagram and Chromium checks the page: without them (outside CI) these
-#: cases skip; under CI (CI=true, where .ci/run installs both) they run, and a missing program fails.
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None and not os.environ.get("CI"),
-                               reason="Graphviz's dot is not installed (apt-get install graphviz)")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
-                                    reason="Chromium is not installed (apt-get install chromium)")
+#: Graphviz draws the page's diagram, and Chromium checks the page
+needs_dot = needs_program("dot", package="graphviz", what="the report's diagram")
+needs_chromium = needs_program("chromium", "chromium-browser", package="chromium",
+                               what="opening and printing the report in a browser")
 
 
 class _Page(HTMLParser):
