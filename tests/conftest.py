@@ -118,3 +118,20 @@ def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         pytest.skip(f"no PostgreSQL server: set {PG_ENV}=postgresql://USER@HOST/DB to run these cases on it")
     _clean_postgres(url)
     return url
+
+
+def csv_cells(record: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A record as the cells of one CSV row (docs/csv.md): nested fields as dotted columns, lists as
+    JSON, booleans as true/false, missing values (None) as no cell."""
+    out: dict[str, str] = {}
+    for key, value in record.items():
+        path = prefix + key
+        if isinstance(value, dict):
+            out.update(csv_cells(value, path + "."))
+        elif isinstance(value, list):
+            out[path] = json.dumps(value, ensure_ascii=False)
+        elif isinstance(value, bool):
+            out[path] = "true" if value else "false"
+        elif value is not None:
+            out[path] = str(value)
+    return out

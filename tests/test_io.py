@@ -12,7 +12,7 @@ import screening
 from screening.errors import InputFormatError
 from screening.io import csv_columns, detect_format, read_records
 
-from .conftest import base_record
+from .conftest import base_record, csv_cells
 
 
 def _rows(text: str, fmt: str | None = None, name: str | None = None) -> list[dict]:
@@ -20,27 +20,12 @@ def _rows(text: str, fmt: str | None = None, name: str | None = None) -> list[di
     return list(screening.screen_items(items, screening.load_ruleset()))
 
 
-def _flatten(record: dict, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in record.items():
-        path = prefix + key
-        if isinstance(value, dict):
-            out.update(_flatten(value, path + "."))
-        elif isinstance(value, list):
-            out[path] = json.dumps(value)
-        elif isinstance(value, bool):
-            out[path] = "true" if value else "false"
-        else:
-            out[path] = str(value)
-    return out
-
-
 def _csv(records: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=csv_columns())
     writer.writeheader()
     for r in records:
-        writer.writerow(_flatten(r))
+        writer.writerow(csv_cells(r))
     return buf.getvalue()
 
 

@@ -38,7 +38,7 @@ from screening.batch import screen_batch
 from screening.generate import generate
 from screening.output import RowWriter
 
-from .conftest import ROOT
+from .conftest import ROOT, csv_cells
 
 PAPER = screening.load_ruleset("paper-2024")
 SETS = [PAPER, screening.load_ruleset("registry-2023"), screening.load_ruleset("roguin-2017")]
@@ -283,23 +283,8 @@ def _shuffled(value: Any, rng: random.Random) -> Any:
     return value
 
 
-def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in record.items():
-        path = prefix + key
-        if isinstance(value, dict):
-            out.update(_flatten(value, path + "."))
-        elif isinstance(value, list):
-            out[path] = json.dumps(value, ensure_ascii=False)
-        elif isinstance(value, bool):
-            out[path] = "true" if value else "false"
-        elif value is not None:
-            out[path] = str(value)
-    return out
-
-
 def _csv(records: list[dict[str, Any]], rng: random.Random) -> bytes:
-    flat = [_flatten(r) for r in records]
+    flat = [csv_cells(r) for r in records]
     columns = sorted({c for row in flat for c in row})
     rng.shuffle(columns)
     buf = io.StringIO()
