@@ -349,12 +349,40 @@ def _ignore(_: str) -> int:
     return 0
 
 
+#: The deepest nesting :func:`load_keeping_keys` reads. Python's json gives up near the interpreter's
+#: recursion limit *less the calls already on the stack*, so a text nested almost that deep would read
+#: in one place (the main process) and not in another (a worker, deeper in its calls), and its error
+#: row would be named by its candidate id in one and by its line in the other. Anything deeper than
+#: this is refused everywhere; the record model's own parser refuses far less deep texts anyway.
+MAX_NESTING = 512
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _nested_deeper_than(text: str | bytes, limit: int) -> bool:
+    """Whether ``text`` nests arrays and objects more than ``limit`` deep (brackets in strings not counted)."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # the usual case: too few brackets to nest that deep
+        return False
+    depth = 0
+    for byte in _STRING.sub(b"", raw):
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
+
+
 def load_keeping_keys(text: str | bytes) -> Any:
     """The JSON value of ``text`` with each object an ``_Object`` that knows its repeated keys.
 
     Numbers are not converted (they read as 0): only the structure is wanted here, and an integer
-    too long for ``int()`` must not stop the check. :raises ValueError, RecursionError: not JSON.
+    too long for ``int()`` must not stop the check. :raises ValueError, RecursionError: not JSON,
+    or nested deeper than :data:`MAX_NESTING` (wherever it is called from).
     """
+    if _nested_deeper_than(text, MAX_NESTING):
+        raise RecursionError(f"nested more than {MAX_NESTING} deep")
     return json.loads(text, object_pairs_hook=_object, parse_int=_ignore, parse_float=_ignore,
                       parse_constant=_ignore)
 

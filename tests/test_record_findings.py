@@ -321,3 +321,34 @@ def test_a_deeply_nested_unknown_field_is_one_clear_error() -> None:
     assert [str(p) for p in found] == ["medications.n: appears twice in the record",
                                        "medications.m[0][0].b: appears twice in the record",
                                        "medications.m[1].c.d: appears twice in the record"]
+
+
+def _at_depth(frames: int, call: Any) -> Any:
+    """``call()`` with about ``frames`` more calls on the stack (as in a worker, deeper than the main process)."""
+    return call() if frames == 0 else _at_depth(frames - 1, call)
+
+
+def test_a_record_nested_near_the_recursion_limit_is_named_alike_wherever_it_is_read(tmp_path: Any) -> None:
+    # found by the property tests: 966 nested lists read (and named the row by its candidate id) in the
+    # main process but not in a worker, whose stack is deeper; so 1 and 2 workers gave different rows
+    import inspect
+
+    depth = 950 - len(inspect.stack(0))  # about as deep as json reads from here (screen_one adds ~20 calls)
+    text = '{"candidate_id": "D", "x": ' + "[" * depth + "]" * depth + "}"
+    rows = [_at_depth(frames, lambda: screen_one(text, screening.load_ruleset())) for frames in (0, 300)]
+    assert rows[0] == rows[1]
+    assert rows[0]["decision"] == "error" and rows[0]["candidate_id"] == "record 1"
+    shallow = '{"candidate_id": "D", "x": ' + "[" * 300 + "]" * 300 + "}"  # refused by the model, read by json
+    assert screen_one(shallow, screening.load_ruleset())["candidate_id"] == "D"
+    from click.testing import CliRunner
+
+    import cli
+
+    lines = [json.dumps(base_record(candidate_id=f"C-{i}")) for i in range(900)]
+    for at in (5, 450, 880):
+        lines.insert(at, text)
+    source = tmp_path / "deep.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outputs = [CliRunner().invoke(cli.main, ["screen", str(source), "--format", "jsonl", "--workers", workers]).stdout
+               for workers in ("1", "2")]
+    assert outputs[0] == outputs[1]
