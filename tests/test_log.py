@@ -254,16 +254,21 @@ def _writer(url: str, worker: int, count: int) -> None:
     log.close()
 
 
-@pytest.mark.timeout(600)
-def test_four_concurrent_writers_lose_no_entry(log_url: str) -> None:
-    _log(log_url).close()  # create it first, as a site would
+def _four_writers(url: str, entries: int, *, timeout: float) -> list[int | None]:
+    """Four processes each appending ``entries`` entries to the log at ``url`` at once; their exit codes."""
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(log_url, w, 2500)) for w in range(4)]
+    procs = [ctx.Process(target=_writer, args=(url, w, entries)) for w in range(4)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(timeout=540)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        p.join(timeout=timeout)
+    return [p.exitcode for p in procs]
+
+
+@pytest.mark.timeout(600)
+def test_four_concurrent_writers_lose_no_entry(log_url: str) -> None:
+    _log(log_url).close()  # create it first, as a site would
+    assert _four_writers(log_url, 2500, timeout=540) == [0, 0, 0, 0]
     log = _log(log_url)
     assert log.count() == 10_000
     ids = {r["candidate_id"] for r in log.current_rows()}
@@ -272,13 +277,7 @@ def test_four_concurrent_writers_lose_no_entry(log_url: str) -> None:
 
 def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(url, w, 5)) for w in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert _four_writers(url, 5, timeout=120) == [0, 0, 0, 0]
     assert _log(url).count() == 20
 
 
