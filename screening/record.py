@@ -511,7 +511,7 @@ def _base_types(annotation: Any) -> set[Any]:
 def import_error(text: str) -> str | None:
     """The message of an importer's error line (``{"error": …, "source": FILE}``), or None when the
     text is a record."""
-    if not text.lstrip().startswith('{"error"'):
+    if '{"error"' not in text[:64] or not text.lstrip().startswith('{"error"'):  # the cheap test first: every record
         return None
     try:
         data = json.loads(text)
