@@ -216,6 +216,10 @@ def test_any_input_gives_exactly_one_decision_or_error_row_each(items: list[tupl
                                                                  compare_with: screening.Ruleset | None,
                                                                  include_record: bool) -> None:
     data, numbers = _jsonl(items)
+    if screening.io.foreign_encoding(data[:4]) is not None:  # NUL bytes first: UTF-16/32 text, the input refused
+        with pytest.raises(screening.InputFormatError, match="not UTF-8 text|byte-order mark"):
+            screen_bytes(data, "jsonl", ruleset)
+        return
     rows, _ = screen_bytes(data, "jsonl", ruleset, compare_with=compare_with, include_record=include_record)
     check_rows(rows, len(numbers), ruleset)
     for row, number in zip(rows, numbers):  # in input order: an error row names its line first
